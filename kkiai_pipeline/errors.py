@@ -1,0 +1,140 @@
+"""The whole exception tree of kkiai-pipeline.
+
+::
+
+    KkiaiError                       root; ``exit_code`` says how the CLI ends
+    ├── UsageError                   bad input found before any paid call (exit 2)
+    │   ├── ConfigError              settings: missing token, bad option values
+    │   ├── PipelineError            one or more problems in a pipeline file (collected)
+    │   ├── StepInputError           a step's rendered input is invalid (checked before its create)
+    │   └── UnknownModelError        a model reference the catalog does not know
+    ├── ApiError                     the API answered with an error (problem+json)
+    │   └── ValidationFailed         422 with ``invalid_fields``
+    ├── TransportError               the API could not be reached (connection, timeout)
+    ├── PredictionFailed             a prediction ended failed / canceled / aborted
+    └── DownloadError                an output file could not be fetched or stored
+
+Library exceptions (httpx, jinja2, yaml) are translated at one boundary each and chained with
+``from exc``. Messages never contain the API token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class KkiaiError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(KkiaiError):
+    """The user's input is wrong; nothing has been spent."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A setting is missing or invalid (e.g. no API token)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a pipeline, located as precisely as we know it."""
+
+    message: str
+    file: Path | None = None
+    step: str | None = None
+    field: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.file is not None:
+            where.append(f"{self.file}:{self.line}" if self.line else str(self.file))
+        if self.step is not None:
+            where.append(f"step '{self.step}'")
+        if self.field is not None:
+            where.append(f"field '{self.field}'")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+class PipelineError(UsageError):
+    """All the problems found in a pipeline, reported together."""
+
+    def __init__(self, problems: Iterable[Problem], *, pipeline: str | None = None) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        self.pipeline = pipeline
+        head = f"pipeline '{pipeline}'" if pipeline else "pipeline"
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        lines = [f"{head}: {count} {noun}, nothing was sent to the API:"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class StepInputError(UsageError):
+    """A step's input, once its templates were rendered, failed validation; nothing was sent for it."""
+
+
+class UnknownModelError(UsageError):
+    """A model reference that matches none of the supported models."""
+
+    def __init__(self, ref: str, *, known: Sequence[str], suggestion: str | None = None) -> None:
+        self.ref = ref
+        self.known = tuple(known)
+        self.suggestion = suggestion
+        hint = f" Did you mean '{suggestion}'?" if suggestion else ""
+        super().__init__(f"unknown model '{ref}'.{hint} Known models: {', '.join(self.known)}")
+
+
+class ApiError(KkiaiError):
+    """The API answered with an error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        title: str | None = None,
+        detail: str | None = None,
+        body: Any = None,
+    ) -> None:
+        self.status_code = status_code
+        self.title = title
+        self.detail = detail
+        self.body = body
+        super().__init__(message)
+
+
+class ValidationFailed(ApiError):
+    """The API rejected the input (422); ``invalid_fields`` lists what it disliked."""
+
+    def __init__(self, message: str, *, invalid_fields: Sequence[dict[str, Any]], **kwargs: Any) -> None:
+        self.invalid_fields = tuple(invalid_fields)
+        super().__init__(message, **kwargs)
+
+
+class TransportError(KkiaiError):
+    """The API could not be reached or did not answer in time."""
+
+
+class PredictionFailed(KkiaiError):
+    """A prediction reached a terminal state other than ``succeeded``."""
+
+    def __init__(self, message: str, *, prediction_id: str | None, status: str) -> None:
+        self.prediction_id = prediction_id
+        self.status = status
+        super().__init__(message)
+
+
+class DownloadError(KkiaiError):
+    """An output file could not be downloaded or stored."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        self.url = url
+        super().__init__(message)
