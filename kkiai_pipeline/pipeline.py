@@ -1,0 +1,170 @@
+"""The declarative model of a pipeline file: Pipeline and Step, and turning YAML into them.
+
+A pipeline file::
+
+    name: product_shots
+    description: ...
+    params: {subject: "a ceramic mug"}
+    steps:
+      generate:
+        model: stability-ai/sdxl
+        input: {prompt: "{{ params.subject }} on marble", num_outputs: 2}
+        needs: []            # optional extra dependencies
+
+Loading collects every problem of the file (unknown keys with a did-you-mean, a step without a model,
+wrong shapes) and raises them together as one PipelineError.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import PipelineError, Problem
+
+PIPELINE_KEYS = ("name", "description", "params", "steps")
+STEP_KEYS = ("model", "input", "needs", "description")
+STEP_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One prediction to make: a model and its (possibly templated) input."""
+
+    id: str
+    model: str
+    input: Mapping[str, Any] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A named set of steps; ``source`` is the file it came from (for messages and local files)."""
+
+    name: str
+    steps: Mapping[str, Step]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    source: Path | None = None
+
+
+def read_pipeline_file(path: Path) -> dict[str, Any]:
+    """The YAML mapping in ``path``; syntax errors become a PipelineError with file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        reason = exc.problem or str(exc)
+        hint = _quote_hint(text.splitlines()[line - 1] if line else "")
+        raise PipelineError([Problem(f"YAML syntax error: {reason}{hint}", file=path, line=line)]) from exc
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise PipelineError([Problem(f"cannot read the file: {exc}", file=path)]) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PipelineError([Problem("a pipeline file must be a mapping (name, params, steps)", file=path)])
+    return data
+
+
+def _quote_hint(line: str) -> str:
+    # An unquoted {{ ... }} starts a YAML flow mapping: by far the most common cause, so say so.
+    if re.search(r":\s*\{\{", line):
+        return ' (a value that starts with a template must be quoted: prompt: "{{ params.subject }}")'
+    return ""
+
+
+def parse_pipeline(
+    data: Mapping[str, Any], *, source: Path | None = None, default_name: str = ""
+) -> Pipeline:
+    """Build a Pipeline from a plain mapping; every problem is collected, then raised together."""
+    problems: list[Problem] = []
+    problems += _unknown_keys(data, PIPELINE_KEYS, "pipeline", source=source)
+    name = data.get("name") or default_name
+    if not isinstance(name, str) or not name:
+        problems.append(Problem("'name' must be a non-empty string", file=source, field="name"))
+        name = default_name
+    params = data.get("params") or {}
+    if not isinstance(params, Mapping):
+        problems.append(Problem("'params' must be a mapping of names to values", file=source, field="params"))
+        params = {}
+    raw_steps = data.get("steps")
+    steps: dict[str, Step] = {}
+    if not isinstance(raw_steps, Mapping) or not raw_steps:
+        problems.append(
+            Problem("'steps' must be a non-empty mapping of step ids", file=source, field="steps")
+        )
+    else:
+        for step_id, raw in raw_steps.items():
+            step = _parse_step(str(step_id), raw, source=source, problems=problems)
+            if step is not None:
+                steps[step.id] = step
+    if problems:
+        raise PipelineError(problems, pipeline=name or None)
+    description = data.get("description") or ""
+    return Pipeline(name=name, steps=steps, params=dict(params), description=str(description), source=source)
+
+
+def _parse_step(step_id: str, raw: Any, *, source: Path | None, problems: list[Problem]) -> Step | None:
+    if not isinstance(raw, Mapping):
+        problems.append(
+            Problem("a step must be a mapping with 'model' and 'input'", file=source, step=step_id)
+        )
+        return None
+    found = len(problems)
+    if not STEP_ID.fullmatch(step_id):
+        problems.append(
+            Problem(
+                "a step id uses letters, digits, '_' and '-', and starts with a letter or '_'",
+                file=source,
+                step=step_id,
+            )
+        )
+    problems += _unknown_keys(raw, STEP_KEYS, "step", source=source, step=step_id)
+    model = raw.get("model")
+    if not isinstance(model, str) or not model.strip():
+        problems.append(
+            Problem("missing 'model' (owner/name of a supported model)", file=source, step=step_id)
+        )
+    inputs = raw.get("input") or {}
+    if not isinstance(inputs, Mapping):
+        problems.append(Problem("'input' must be a mapping", file=source, step=step_id, field="input"))
+    needs = raw.get("needs") or []
+    if isinstance(needs, str):
+        needs = [needs]
+    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+        problems.append(
+            Problem("'needs' must be a list of step ids", file=source, step=step_id, field="needs")
+        )
+    if len(problems) > found:
+        return None
+    description = str(raw.get("description") or "")
+    return Step(
+        id=step_id, model=str(model).strip(), input=dict(inputs), needs=tuple(needs), description=description
+    )
+
+
+def _unknown_keys(
+    data: Mapping[str, Any],
+    known: tuple[str, ...],
+    what: str,
+    *,
+    source: Path | None,
+    step: str | None = None,
+) -> list[Problem]:
+    problems = []
+    for key in data:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f" (a {what} has: {', '.join(known)})"
+        problems.append(Problem(f"unknown key '{key}'{hint}", file=source, step=step, field=str(key)))
+    return problems

@@ -1,0 +1,237 @@
+"""Pipeline -> Plan: resolve models, compile templates, build the DAG; every error found, raised once.
+
+The plan holds the steps in a topological order with their level (0 for steps without dependencies,
+1 + the deepest dependency otherwise). Dependencies are the ``steps.<id>`` references found by walking
+each template's syntax tree, plus the step's ``needs``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .catalog import Catalog, ModelSpec
+from .errors import PipelineError, Problem, UnknownModelError
+from .pipeline import Pipeline, Step
+from .templating import Template, TemplateProblem, Templates, is_template
+from .validation import validate_input
+
+CONTEXT_NAMES = frozenset({"steps", "params"})
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A step whose model is known and whose templates are compiled."""
+
+    step: Step
+    model: ModelSpec
+    input: Mapping[str, Any]  # static values, with Template objects where a template stood
+    depends_on: frozenset[str]
+    level: int
+
+    @property
+    def id(self) -> str:
+        return self.step.id
+
+    @property
+    def templated_fields(self) -> frozenset[str]:
+        """Top-level input names whose value is (or contains) a template."""
+        return frozenset(k for k, v in self.input.items() if _contains_template(v))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The executable form of a pipeline: steps in dependency order."""
+
+    pipeline: Pipeline
+    steps: tuple[PlannedStep, ...]
+
+    def __getitem__(self, step_id: str) -> PlannedStep:
+        return next(s for s in self.steps if s.id == step_id)
+
+    def dependents(self, step_id: str) -> Iterator[PlannedStep]:
+        """Every step that depends on ``step_id``, directly or not."""
+        reached = {step_id}
+        for step in self.steps:
+            if step.depends_on & reached:
+                reached.add(step.id)
+                yield step
+
+
+def plan(pipeline: Pipeline, *, catalog: Catalog, templates: Templates, seed: int | None = None) -> Plan:
+    """Check and order ``pipeline``; raises PipelineError listing all problems.
+
+    Templates that read only ``params`` (and local files) are rendered here, so that their values are
+    checked like literal ones. With a ``seed``, every step whose model takes a ``seed`` input and does
+    not set one gets a seed derived from (seed, step id).
+    """
+    problems: list[Problem] = []
+    compiled: dict[str, tuple[ModelSpec | None, dict[str, Any], set[str]]] = {}
+    for step in pipeline.steps.values():
+        compiled[step.id] = _compile_step(pipeline, step, catalog, templates, problems)
+        model, values, _ = compiled[step.id]
+        if model is not None:
+            if seed is not None and "seed" in model.inputs and "seed" not in values:
+                values["seed"] = derive_seed(seed, step.id)
+            _validate_static(pipeline, step, model, values, problems)
+    deps = {sid: frozenset(refs) for sid, (_, _, refs) in compiled.items()}
+    order = _topological_order(pipeline, deps, problems)
+    if problems:
+        raise PipelineError(problems, pipeline=pipeline.name)
+    levels: dict[str, int] = {}
+    planned = []
+    for sid in order:
+        levels[sid] = 1 + max((levels[d] for d in deps[sid]), default=-1)
+        model, values, _ = compiled[sid]
+        assert model is not None
+        planned.append(PlannedStep(pipeline.steps[sid], model, values, deps[sid], levels[sid]))
+    return Plan(pipeline, tuple(planned))
+
+
+def _compile_step(
+    pipeline: Pipeline, step: Step, catalog: Catalog, templates: Templates, problems: list[Problem]
+) -> tuple[ModelSpec | None, dict[str, Any], set[str]]:
+    def problem(message: str, field: str | None = None) -> None:
+        problems.append(Problem(message, file=pipeline.source, step=step.id, field=field))
+
+    model: ModelSpec | None = None
+    try:
+        model = catalog.resolve(step.model)
+    except UnknownModelError as exc:
+        problem(str(exc), "model")
+    refs: set[str] = set()
+    for need in step.needs:
+        if need not in pipeline.steps:
+            problem(f"'needs' names unknown step '{need}'{_did_you_mean(need, pipeline.steps)}", "needs")
+        refs.add(need)
+    values = {}
+    for name, value in step.input.items():
+        known_problems = len(problems)
+        errors: list[str] = []
+        found: list[Template] = []
+        values[name] = _compile_value(value, templates, errors=errors, found=found)
+        for message in errors:
+            problem(message, f"input.{name}")
+        for template in found:
+            _check_template(pipeline, template, f"input.{name}", refs, problem)
+        if found and len(problems) == known_problems and not any(t.references.steps for t in found):
+            # Only params (and local files) are read: render now, so the value is checked like a literal.
+            try:
+                values[name] = _render_value(values[name], {"params": pipeline.params, "steps": {}})
+            except TemplateProblem as exc:
+                problem(str(exc), f"input.{name}")
+    return model, values, refs
+
+
+def _validate_static(
+    pipeline: Pipeline, step: Step, model: ModelSpec, values: Mapping[str, Any], problems: list[Problem]
+) -> None:
+    pending = {k for k, v in values.items() if _contains_template(v)}
+    for found in validate_input(model, values, pending=pending):
+        problems.append(
+            Problem(found.message, file=pipeline.source, step=step.id, field=f"input.{found.field}")
+        )
+
+
+def derive_seed(seed: int, step_id: str) -> int:
+    """A seed for one step, the same for the same (seed, step id) on every machine."""
+    digest = hashlib.sha256(f"{seed}:{step_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _compile_value(value: Any, templates: Templates, *, errors: list[str], found: list[Template]) -> Any:
+    """``value`` with its template strings parsed; syntax errors go to ``errors``."""
+    if isinstance(value, Mapping):
+        return {k: _compile_value(v, templates, errors=errors, found=found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compile_value(v, templates, errors=errors, found=found) for v in value]
+    if not is_template(value):
+        return value
+    try:
+        template = templates.parse(value)
+    except TemplateProblem as exc:
+        errors.append(str(exc))
+        return value
+    found.append(template)
+    return template
+
+
+def _check_template(
+    pipeline: Pipeline,
+    template: Template,
+    field: str,
+    refs: set[str],
+    problem: Callable[[str, str], None],
+) -> None:
+    known_names = CONTEXT_NAMES
+    for unknown in sorted(template.references.names - known_names):
+        problem(f"unknown name '{unknown}' in '{template.source}' (templates can use: steps, params)", field)
+    for sid in sorted(template.references.steps):
+        if sid == "*":
+            problem(f"step references must name the step: '{template.source}'", field)
+        elif sid not in pipeline.steps:
+            problem(f"reference to unknown step '{sid}'{_did_you_mean(sid, pipeline.steps)}", field)
+        else:
+            refs.add(sid)
+    for key in sorted(template.references.params - {"*"}):
+        if key not in pipeline.params:
+            problem(f"reference to unknown param '{key}'{_did_you_mean(key, pipeline.params)}", field)
+
+
+def _did_you_mean(name: str, known: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _topological_order(
+    pipeline: Pipeline, deps: Mapping[str, frozenset[str]], problems: list[Problem]
+) -> list[str]:
+    """Steps in file order, each after its dependencies; a cycle is reported with its path."""
+    order: list[str] = []
+    state: dict[str, str] = {}  # "visiting" | "done"
+
+    def visit(sid: str, path: list[str]) -> None:
+        if state.get(sid) == "done":
+            return
+        if state.get(sid) == "visiting":
+            cycle = [*path[path.index(sid) :], sid]
+            problems.append(Problem(f"dependency cycle: {' → '.join(cycle)}", file=pipeline.source, step=sid))
+            return
+        state[sid] = "visiting"
+        for dep in sorted(deps[sid]):
+            if dep in deps:
+                visit(dep, [*path, sid])
+        state[sid] = "done"
+        order.append(sid)
+
+    for sid in deps:
+        visit(sid, [])
+    return order
+
+
+def _contains_template(value: Any) -> bool:
+    if isinstance(value, Template):
+        return True
+    if isinstance(value, Mapping):
+        return any(_contains_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_contains_template(v) for v in value)
+    return False
+
+
+def render_input(step: PlannedStep, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The step's input with every template rendered against ``context``; raises TemplateProblem."""
+    return {name: _render_value(value, context) for name, value in step.input.items()}
+
+
+def _render_value(value: Any, context: Mapping[str, Any]) -> Any:
+    if isinstance(value, Template):
+        return value.render(context)
+    if isinstance(value, Mapping):
+        return {k: _render_value(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_value(v, context) for v in value]
+    return value
