@@ -1,0 +1,1 @@
+"""The kkiai / Replicate predictions API client."""
