@@ -1,0 +1,153 @@
+"""Serving the sandbox with uvicorn: in a background thread (tests, benchmarks) or in the foreground (CLI).
+
+The listening socket is bound before uvicorn starts, so port 0 resolves to a known free port at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import uvicorn
+from starlette.applications import Starlette
+
+from .app import SandboxApi, create_app
+from .config import SandboxConfig
+
+API_PATH = "/replicate/v1"
+
+T = TypeVar("T")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``(host, port)``; port 0 picks a free port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP,
+    # and without it every response waits ~40 ms for a delayed ACK (headers and body are two writes).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def root_url(sock: socket.socket) -> str:
+    """``http://host:port`` of a bound socket."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that answers pending ``Prefer: wait`` requests as soon as it starts stopping.
+
+    Otherwise the graceful shutdown would wait for them (up to 60 s) and then cancel them.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, api: SandboxApi) -> None:
+        super().__init__(config)
+        self._api = api
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._api.store.release_waiters()
+        await super().shutdown(sockets=sockets)
+
+
+def build_server(app: Starlette) -> uvicorn.Server:
+    """A quiet uvicorn server for ``app`` (made by ``create_app``) that leaves logging alone."""
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    return _Server(config, api=app.state.sandbox)
+
+
+class Sandbox:
+    """A sandbox running in a background thread (what ``serve_in_thread`` yields)."""
+
+    def __init__(self, *, root_url: str, api: SandboxApi) -> None:
+        self.root_url = root_url
+        self._api = api
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL, ``http://127.0.0.1:<port>/replicate/v1``."""
+        return self.root_url + API_PATH
+
+    @property
+    def port(self) -> int:
+        """The TCP port the sandbox listens on."""
+        return int(self.root_url.rsplit(":", 1)[1])
+
+    def stats(self) -> dict[str, Any]:
+        """The counters, as ``GET /sandbox/stats`` returns them (still readable once stopped)."""
+        return self._on_loop(self._api.stats)
+
+    def reset(self) -> None:
+        """Zeroes the counters, as ``POST /sandbox/reset`` does."""
+        self._on_loop(self._api.reset)
+
+    def _on_loop(self, function: Callable[[], T]) -> T:
+        """Calls ``function`` on the server's event loop, where the store lives, and returns its result.
+
+        Once the server has stopped nothing else touches the store, so ``function`` is called directly.
+        """
+
+        async def call() -> T:
+            return function()
+
+        if self._loop is None:
+            return function()
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout=30)
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    config: SandboxConfig | None = None, *, startup_timeout: float = 10.0
+) -> Iterator[Sandbox]:
+    """Runs the sandbox in a daemon thread with its own event loop until the ``with`` block ends.
+
+    Returns once the server accepts connections; stops it gracefully (and waits) on exit.
+    """
+    config = config or SandboxConfig()
+    sock = bind(config.host, config.port)
+    app = create_app(config)
+    server = build_server(app)
+    sandbox = Sandbox(root_url=root_url(sock), api=app.state.sandbox)
+
+    async def serve() -> None:
+        sandbox._loop = asyncio.get_running_loop()
+        await server.serve(sockets=[sock])
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), name="kkiai-sandbox", daemon=True)
+    try:
+        thread.start()
+        _wait_started(server, thread, timeout=startup_timeout)
+        yield sandbox
+    finally:
+        server.should_exit = True
+        thread.join(timeout=startup_timeout + 10)
+        sandbox._loop = None
+        sock.close()
+
+
+def _wait_started(server: uvicorn.Server, thread: threading.Thread, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the sandbox server stopped during startup")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the sandbox server did not start within {timeout} s")
+        time.sleep(0.005)

@@ -1,0 +1,169 @@
+"""The JSON the sandbox sends: prediction objects, their logs, and problem+json bodies.
+
+Prediction ``urls`` deliberately point at ``https://api.replicate.com/v1/...``, as pass-through
+proxies return them: clients must build their own URLs from their base URL, not follow these.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from . import models
+from .config import SyncFinalStatus
+from .models import OutputFile
+from .store import Prediction, Snapshot
+
+UPSTREAM_API = "https://api.replicate.com/v1"
+UPSTREAM_WEB = "https://replicate.com/p"
+
+Link = Callable[[OutputFile], str]
+Wall = Callable[[float], float]
+
+
+def timestamp(epoch: float) -> str:
+    """RFC 3339 UTC with microseconds and a ``Z``: ``2024-10-04T18:07:37.245123Z``."""
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def data_uri(file: OutputFile) -> str:
+    """``file`` as a ``data:<mime>;base64,...`` URI."""
+    return f"data:{file.media_type};base64,{base64.b64encode(file.content).decode('ascii')}"
+
+
+def prediction_json(prediction: Prediction, snapshot: Snapshot, *, wall: Wall, link: Link) -> dict[str, Any]:
+    """The prediction object as GET returns it."""
+    p, s = prediction, snapshot
+    doc: dict[str, Any] = {
+        "id": p.id,
+        "model": p.model.ref,
+        "version": p.model.version,
+        "input": p.input,
+        "logs": logs(p, s),
+        "output": output(p, s, link=link),
+        "data_removed": False,
+        "error": s.error,
+        "status": s.status,
+        "created_at": timestamp(wall(p.created)),
+    }
+    if s.started is not None:
+        doc["started_at"] = timestamp(wall(s.started))
+    if s.completed is not None:
+        doc["completed_at"] = timestamp(wall(s.completed))
+        doc["metrics"] = metrics(p, s)
+    doc["urls"] = {
+        "cancel": f"{UPSTREAM_API}/predictions/{p.id}/cancel",
+        "get": f"{UPSTREAM_API}/predictions/{p.id}",
+        "web": f"{UPSTREAM_WEB}/{p.id}",
+    }
+    return doc
+
+
+def sync_json(
+    prediction: Prediction,
+    snapshot: Snapshot,
+    *,
+    wall: Wall,
+    link: Link,
+    final_status: SyncFinalStatus,
+    data_uris: bool,
+) -> dict[str, Any]:
+    """The prediction object as a ``Prefer: wait`` create returns it.
+
+    Finished in time: the recorded API says ``processing`` with the full output (``final_status``)
+    and no ``completed_at``/``metrics``. Failed or canceled: as is. Not finished: ``starting``,
+    which replicate-python 1.0.7 takes as its cue to poll.
+    """
+    if snapshot.status == "succeeded" and data_uris:
+        link = data_uri
+    doc = prediction_json(prediction, snapshot, wall=wall, link=link)
+    if snapshot.status == "succeeded" and final_status == "processing":
+        doc["status"] = "processing"
+        doc.pop("completed_at", None)
+        doc.pop("metrics", None)
+    elif snapshot.status not in ("succeeded", "failed", "canceled"):
+        doc["status"] = "starting"
+    return doc
+
+
+def output(prediction: Prediction, snapshot: Snapshot, *, link: Link) -> Any:
+    """A list of links for list models, one link for single-file models, None until succeeded."""
+    if snapshot.status != "succeeded":
+        return None
+    links = [link(file) for file in snapshot.files]
+    if prediction.model.output_kind == "list":
+        return links
+    return links[-1] if links else None
+
+
+def metrics(prediction: Prediction, snapshot: Snapshot) -> dict[str, Any]:
+    """``predict_time`` (compute only), ``total_time``, and ``image_count`` for image models."""
+    completed = snapshot.completed if snapshot.completed is not None else prediction.due
+    started = snapshot.started if snapshot.started is not None else completed
+    values: dict[str, Any] = {
+        "predict_time": round(completed - started, 6),
+        "total_time": round(completed - prediction.created, 6),
+    }
+    if snapshot.status == "succeeded" and models.counts_images(prediction.model):
+        values["image_count"] = len(snapshot.files)
+    return values
+
+
+def logs(prediction: Prediction, snapshot: Snapshot) -> str | None:
+    """The seed line and tqdm-like progress so far; None once canceled, as the real API does."""
+    if snapshot.status == "canceled":
+        return None
+    if snapshot.status == "starting":
+        return ""
+    total = prediction.steps
+    duration = prediction.due - prediction.started
+    lines = [f"Using seed: {prediction.seed}"]
+    for quarter in range(5):
+        if quarter / 4 <= snapshot.progress:
+            lines.append(progress_line(total * quarter // 4, total, duration=duration))
+    if snapshot.error is not None:
+        lines.append(snapshot.error)
+    return "\n".join(lines) + "\n"
+
+
+def progress_line(done: int, total: int, *, duration: float) -> str:
+    """``  50%|#####     | 25/50 [00:01<00:01, 25.00it/s]``, as tqdm writes it."""
+    percent = 100 * done // total
+    elapsed = duration * done / total
+    rate = total / duration if duration > 0 else float(total)
+    bar = "#" * (percent // 10)
+    timing = f"{_clock(elapsed)}<{_clock(duration - elapsed)}, {rate:.2f}it/s"
+    return f"{percent:>4d}%|{bar:<10}| {done}/{total} [{timing}]"
+
+
+def _clock(seconds: float) -> str:
+    whole = max(0, round(seconds))
+    return f"{whole // 60:02d}:{whole % 60:02d}"
+
+
+def problem(status: int, detail: str, *, title: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A problem+json body: ``title`` (when given), ``detail``, ``status`` and any extra members."""
+    body: dict[str, Any] = {"title": title} if title is not None else {}
+    body.update(detail=detail, status=status, **extra)
+    return body
+
+
+def unauthenticated() -> dict[str, Any]:
+    """401, exactly as recorded."""
+    return problem(401, "You did not pass a valid authentication token", title="Unauthenticated")
+
+
+def not_found() -> dict[str, Any]:
+    """404 for an unknown prediction, version, file or path."""
+    return problem(404, "Not found.")
+
+
+def invalid_version() -> dict[str, Any]:
+    """422 for an unknown version or a bare ``owner/name``."""
+    return problem(
+        422,
+        "The specified version does not exist (or perhaps you don't have permission to use it?)",
+        title="Invalid version or not permitted",
+    )

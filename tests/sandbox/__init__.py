@@ -1,0 +1,1 @@
+"""Tests of the offline emulator (kkiai_pipeline.sandbox)."""
