@@ -1,0 +1,98 @@
+"""The Hydra entry point ``kkiai-run``: compose -> settings -> run; nothing else.
+
+Exit codes: 0 all steps succeeded; 1 a step did not succeed; 2 bad input (config, pipeline, overrides),
+nothing sent; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from . import discovery, runner
+from .errors import KkiaiError, PipelineError, Problem
+from .paths import shipped_dir
+from .pipeline import Pipeline, parse_pipeline, read_pipeline_file
+from .settings import load_settings
+from .terminal import summary
+
+log = logging.getLogger("kkiai_pipeline")
+
+
+class _Job:
+    """Whether Hydra got as far as calling our task function (else its own errors are usage errors)."""
+
+    started = False
+
+
+_TOKEN_OVERRIDE = re.compile(r"^[+~]{0,2}api\.token(=|$)")
+
+
+def main() -> None:
+    """Console script ``kkiai-run``."""
+    if any(_TOKEN_OVERRIDE.match(arg) for arg in sys.argv[1:]):
+        # Refuse before Hydra composes anything: it would save the override, token and all, in .hydra/.
+        print(
+            "kkiai-run: error: api.token is not a setting: the token is read only from the environment "
+            "(KKIAI_API_TOKEN) so that it is never written to disk",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    pipelines = discovery.available(discovery.search_path(os.environ, Path.cwd()))
+    discovery.register(pipelines)
+    try:
+        _hydra_main()
+    except SystemExit as exc:
+        # Hydra exits 1 for a bad override or a missing pipeline=; that is a usage error for us.
+        if exc.code == 1 and not _Job.started:
+            raise SystemExit(2) from None
+        raise
+
+
+@hydra.main(version_base="1.3", config_path=str(shipped_dir("conf")), config_name="config")
+def _hydra_main(cfg: DictConfig) -> int:
+    _Job.started = True
+    code = run_job(cfg)
+    if HydraConfig.get().mode == RunMode.RUN and code:
+        sys.exit(code)
+    return code
+
+
+def run_job(cfg: DictConfig) -> int:
+    """Run the pipeline of one composed config; returns the exit code (errors are printed, not raised)."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        settings = load_settings(cfg, environ=os.environ, run_dir=run_dir)
+        pipeline = load_pipeline(cfg, name=str(hydra_cfg.runtime.choices.get("pipeline")))
+        outcome = runner.run(pipeline, settings)
+    except KkiaiError as exc:
+        log.error("%s", exc)  # also into run.log; the console handler prints it
+        return exc.exit_code
+    if isinstance(outcome, str):  # a dry run's plan
+        print(outcome)
+        return 0
+    print(summary(outcome), file=sys.stderr)
+    return 0 if outcome.status == "succeeded" else 1
+
+
+def load_pipeline(cfg: DictConfig, *, name: str) -> Pipeline:
+    """The composed ``pipeline`` node (overrides applied) as a Pipeline, checked against its file."""
+    source = discovery.available(discovery.search_path(os.environ, Path.cwd())).get(name)
+    if source is not None:
+        read_pipeline_file(source)  # a file that did not parse was registered empty: report why
+    try:
+        data = OmegaConf.to_container(cfg.pipeline, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise PipelineError([Problem(f"cannot resolve the pipeline config: {exc}", file=source)]) from exc
+    assert isinstance(data, dict)
+    return parse_pipeline({str(k): v for k, v in data.items()}, source=source, default_name=name)

@@ -1,0 +1,176 @@
+"""``kkiai-models``: the supported models and their inputs, as the validator sees them.
+
+::
+
+    kkiai-models                       a table of the supported models
+    kkiai-models stability-ai/sdxl     one model (any reference form): its version and every input
+    kkiai-models --json [MODEL]        the same data as JSON
+
+"Required" and the allowed ranges include the rules ``validation`` adds to the schemas (e.g. a prompt
+for stable-diffusion, sdxl width/height 128..1536 in steps of 8). Errors are one line on stderr, never
+a traceback: an unknown model exits with status 2 and a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .catalog import InputSpec, ModelSpec, default_catalog
+from .errors import KkiaiError
+from .validation import bounds, multiple_of, required_inputs
+
+SHORT_HASH = 8
+DEFAULT_WIDTH = 32
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``kkiai-models``; returns the exit status."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has already printed
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    try:
+        text = render(args.model, as_json=args.json)
+    except KkiaiError as exc:
+        print(f"kkiai-models: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return _write(text)
+
+
+def render(ref: str | None, *, as_json: bool = False) -> str:
+    """The text ``kkiai-models [ref]`` prints; raises UnknownModelError for an unknown ``ref``."""
+    catalog = default_catalog()
+    if ref is None:
+        rows = [model_summary(m) for m in catalog]
+        return json.dumps(rows, indent=2) if as_json else _list_text(rows)
+    details = model_details(catalog.resolve(ref))
+    return json.dumps(details, indent=2) if as_json else _model_text(details)
+
+
+def model_summary(model: ModelSpec) -> dict[str, Any]:
+    """One row of the model list."""
+    return {
+        "model": model.ref,
+        "version": model.version,
+        "version_ref": model.version_ref,
+        "output": model.output_kind,
+        "required": required_inputs(model),
+    }
+
+
+def model_details(model: ModelSpec) -> dict[str, Any]:
+    """Everything ``kkiai-models MODEL`` shows about one model."""
+    inputs = [input_details(model, spec) for spec in model.inputs.values()]
+    extra = {"output_note": model.output_note, "confidence": model.confidence, "inputs": inputs}
+    return model_summary(model) | extra
+
+
+def input_details(model: ModelSpec, spec: InputSpec) -> dict[str, Any]:
+    """One input: its schema plus what the validator enforces (bounds, step, required)."""
+    low, high = bounds(model, spec.name)
+    return {
+        "name": spec.name,
+        "type": spec.type,
+        "default": spec.default,
+        "has_default": spec.has_default,
+        "minimum": low,
+        "maximum": high,
+        "multiple_of": multiple_of(model, spec.name),
+        "choices": list(spec.choices) if spec.choices is not None else None,
+        "allowed_items": list(spec.allowed_items) if spec.allowed_items is not None else None,
+        "required": spec.name in required_inputs(model),
+        "file": spec.is_file,
+        "description": spec.description,
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kkiai-models", description="List the supported models, or show one model's inputs."
+    )
+    parser.add_argument("model", nargs="?", help="owner/name, owner/name:<version> or a version hash")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _list_text(rows: Sequence[dict[str, Any]]) -> str:
+    header = ["MODEL", "VERSION", "OUTPUT", "REQUIRED INPUTS"]
+    body = [
+        [r["model"], r["version"][:SHORT_HASH], r["output"], ", ".join(r["required"]) or "-"] for r in rows
+    ]
+    return _table([header, *body])
+
+
+def _model_text(details: dict[str, Any]) -> str:
+    head = [
+        details["version_ref"],
+        f"output: {details['output']}; {details['output_note']}",
+        f"confidence: {details['confidence']}",
+        "",
+    ]
+    header = ["INPUT", "TYPE", "REQUIRED", "FILE", "DEFAULT", "ALLOWED"]
+    body = [
+        [i["name"], i["type"], _yes(i["required"]), _yes(i["file"]), _default(i), _allowed(i)]
+        for i in details["inputs"]
+    ]
+    return "\n".join(head) + "\n" + _table([header, *body])
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "-"
+
+
+def _default(item: dict[str, Any]) -> str:
+    if not item["has_default"]:
+        return "-"
+    text = json.dumps(item["default"])
+    return text if len(text) <= DEFAULT_WIDTH else text[: DEFAULT_WIDTH - 4] + '..."'
+
+
+def _allowed(item: dict[str, Any]) -> str:
+    if item["choices"] is not None:
+        return ", ".join(str(c) for c in item["choices"])
+    if item["allowed_items"] is not None:
+        return "comma-separated, no spaces: " + ", ".join(item["allowed_items"])
+    low, high, step = item["minimum"], item["maximum"], item["multiple_of"]
+    if low is not None and high is not None:
+        text = f"{_num(low)}..{_num(high)}"
+    elif low is not None or high is not None:
+        text = f">= {_num(low)}" if high is None else f"<= {_num(high)}"
+    else:
+        text = ""
+    return f"{text}, multiple of {step}" if step else text
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, two spaces apart; the last column is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def _write(text: str) -> int:
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `kkiai-models | head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""DictConfig -> typed, frozen settings, once, at the edge.
+
+Nothing below this module reads ``os.environ`` or a DictConfig. The API token is taken from the
+environment variable that ``api.token_env`` names (``KKIAI_API_TOKEN``); it never enters the config
+tree, so Hydra cannot write it to ``.hydra/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .api.client import ClientOptions
+from .errors import ConfigError
+from .execution import ExecutionOptions
+from .localfiles import DEFAULT_MAX_BYTES
+
+ApiKind = Literal["kkiai", "sandbox"]
+SANDBOX_TOKEN = "sandbox"  # the emulator wants a bearer token like the real API; any will do
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Which API to talk to and how."""
+
+    kind: ApiKind
+    base_url: str | None
+    token: str | None = field(repr=False)
+    client: ClientOptions
+    sandbox: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one run needs besides the pipeline."""
+
+    api: ApiSettings
+    execution: ExecutionOptions
+    progress: bool
+    run_dir: Path
+    dry_run: bool = False
+    seed: int | None = None
+    max_file_bytes: int = DEFAULT_MAX_BYTES
+
+
+def load_settings(cfg: DictConfig, *, environ: Mapping[str, str], run_dir: Path) -> Settings:
+    """Typed settings from the composed config; raises ConfigError with the setting's name."""
+    try:
+        raw: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+    dry_run = _flag(raw, "dry_run", default=False)
+    # A dry run sends nothing, so it needs no token.
+    api = _api_settings(raw.get("api") or {}, environ, need_token=not dry_run)
+    seed = raw.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"seed must be a whole number >= 0 or null, not {seed!r}")
+    return Settings(
+        api=api,
+        execution=ExecutionOptions(max_concurrency=_positive_int(raw, "max_concurrency")),
+        progress=_flag(raw, "progress", default=True),
+        run_dir=run_dir,
+        dry_run=dry_run,
+        seed=seed,
+        max_file_bytes=_positive_int(raw, "max_file_bytes"),
+    )
+
+
+def _api_settings(raw: Mapping[str, Any], environ: Mapping[str, str], *, need_token: bool) -> ApiSettings:
+    kind = raw.get("kind")
+    if kind not in ("kkiai", "sandbox"):
+        raise ConfigError(f"api.kind must be 'kkiai' or 'sandbox', not {kind!r}")
+    if "token" in raw:
+        raise ConfigError(
+            "api.token is not a setting: the token is read only from the environment "
+            f"({raw.get('token_env') or 'KKIAI_API_TOKEN'}) so that it is never written to disk"
+        )
+    client = _client_options(raw)
+    if kind == "sandbox":
+        return ApiSettings("sandbox", None, SANDBOX_TOKEN, client, dict(raw.get("sandbox") or {}))
+    token_env = str(raw.get("token_env") or "KKIAI_API_TOKEN")
+    token = environ.get(token_env, "").strip() or None
+    if token is None and need_token:
+        raise ConfigError(
+            f"{token_env} is not set: export {token_env}=<your kkiai API token> to use the kkiai API, "
+            "or run offline on the emulator with api=sandbox"
+        )
+    base_url = raw.get("base_url")
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"api.base_url must be an http(s) URL, not {base_url!r}")
+    return ApiSettings("kkiai", base_url, token, client)
+
+
+def _client_options(raw: Mapping[str, Any]) -> ClientOptions:
+    values: dict[str, Any] = {}
+    for option in fields(ClientOptions):
+        if option.name in raw and raw[option.name] is not None:
+            value = raw[option.name]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"api.{option.name} must be a number >= 0, not {value!r}")
+            values[option.name] = type(getattr(ClientOptions(), option.name))(value)
+    return ClientOptions(**values)
+
+
+def _flag(raw: Mapping[str, Any], name: str, *, default: bool) -> bool:
+    value = raw.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+    return value
+
+
+def _positive_int(raw: Mapping[str, Any], name: str) -> int:
+    value = raw.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1, not {value!r}")
+    return value

@@ -1,0 +1,190 @@
+"""Integration tests: the real ``kkiai-run`` command in a subprocess against the sandbox on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from kkiai_pipeline.sandbox import SandboxConfig, serve_in_thread
+
+from .integration import TOKEN, Result, kkiai_run
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Any]:
+    with serve_in_thread(SandboxConfig(queue_seconds=0.02, predict_seconds=0.05)) as running:
+        yield running
+
+
+@pytest.fixture
+def api(sandbox: Any) -> list[str]:
+    """Overrides that point kkiai-run at the test's sandbox as if it were the real API."""
+    return [f"api.base_url={sandbox.base_url}"]
+
+
+def creates(sandbox: Any) -> int:
+    count: int = sandbox.stats()["requests"]["create"]
+    return count
+
+
+def write_pipeline(folder: Path, name: str, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def check_artifacts(result: Result, step: str) -> list[Path]:
+    paths = []
+    for artifact in result.manifest["steps"][step]["outputs"]:
+        path = result.run_dir / artifact["path"]
+        data = path.read_bytes()
+        assert hashlib.sha256(data).hexdigest() == artifact["sha256"]
+        assert len(data) == artifact["bytes"]
+        paths.append(path)
+    return paths
+
+
+def test_product_shots_on_the_embedded_sandbox(tmp_path: Path) -> None:
+    result = kkiai_run("pipeline=product_shots", "api=sandbox", cwd=tmp_path, token=None)
+    assert result.code == 0, result.stderr
+    manifest = result.manifest
+    assert manifest["status"] == "succeeded"
+    assert manifest["pipeline"] == "product_shots"
+    assert manifest["api"]["kind"] == "sandbox"
+    assert [s["status"] for s in manifest["steps"].values()] == ["succeeded"] * 3
+    generate = manifest["steps"]["generate"]
+    assert generate["model"] == "stability-ai/sdxl"
+    assert generate["version"] == "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc"
+    assert generate["prediction_id"]
+    assert generate["input"]["prompt"] == "studio photo of a ceramic mug on white marble, soft light"
+    shots = check_artifacts(result, "generate")
+    assert [p.name for p in shots] == ["output_0.png", "output_1.png"]
+    with Image.open(shots[0]) as image:
+        assert image.size == (1024, 1024)
+    cleanup = manifest["steps"]["cleanup"]
+    assert cleanup["input"]["image_path"] == generate["outputs"][1]["url"]
+    (cutout,) = check_artifacts(result, "cutout")
+    with Image.open(cutout) as image:
+        assert image.mode == "RGBA"
+        assert image.getpixel((0, 0))[3] == 0  # the plain background is gone
+    log = (result.run_dir / "run.log").read_text()
+    assert f"created prediction {generate['prediction_id']}" in log
+    assert "downloaded" in log
+    assert (result.run_dir / ".hydra" / "config.yaml").is_file()
+    assert "cutout" in result.stderr and "run succeeded" in result.stderr
+
+
+def test_a_failed_step_skips_its_dependents_only(tmp_path: Path, sandbox: Any, api: list[str]) -> None:
+    write_pipeline(
+        tmp_path / "pipelines",
+        "fails",
+        """
+        name: fails
+        steps:
+          broken:
+            model: stability-ai/stable-diffusion
+            input: {prompt: "a mug [sandbox:fail]", width: 256, height: 256}
+          after:
+            model: cjwbw/rembg
+            input: {image: "{{ steps.broken.output[0] }}"}
+          later:
+            model: cjwbw/rembg
+            input: {image: "{{ steps.after.output }}"}
+          independent:
+            model: stability-ai/stable-diffusion
+            input: {prompt: "a vase", width: 256, height: 256}
+        """,
+    )
+    result = kkiai_run("pipeline=fails", *api, cwd=tmp_path)
+    assert result.code == 1
+    steps = result.manifest["steps"]
+    assert {k: v["status"] for k, v in steps.items()} == {
+        "broken": "failed",
+        "after": "skipped",
+        "later": "skipped",
+        "independent": "succeeded",
+    }
+    assert "E1000" in steps["broken"]["error"]
+    assert steps["after"]["error"] == "skipped: dependency 'broken' did not succeed"
+    assert steps["after"]["prediction_id"] is None
+    assert result.manifest["status"] == "failed"
+    check_artifacts(result, "independent")
+
+
+def test_missing_token_is_a_usage_error_and_sends_nothing(
+    tmp_path: Path, sandbox: Any, api: list[str]
+) -> None:
+    before = sandbox.stats()["requests"]
+    result = kkiai_run("pipeline=product_shots", *api, cwd=tmp_path, token=None)
+    assert result.code == 2
+    assert "KKIAI_API_TOKEN is not set" in result.stderr
+    assert "api=sandbox" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sandbox.stats()["requests"] == before
+
+
+def test_overrides_of_params_and_step_inputs(tmp_path: Path, api: list[str]) -> None:
+    result = kkiai_run(
+        "pipeline=product_shots",
+        *api,
+        "pipeline.params.subject=a blue mug",
+        "pipeline.steps.generate.input.guidance_scale=9",
+        "pipeline.steps.generate.input.num_outputs=3",
+        cwd=tmp_path,
+    )
+    assert result.code == 0, result.stderr
+    sent = result.manifest["steps"]["generate"]["input"]
+    assert sent["prompt"] == "studio photo of a blue mug on white marble, soft light"
+    assert sent["guidance_scale"] == 9
+    assert sent["num_outputs"] == 3
+    assert len(check_artifacts(result, "generate")) == 3
+
+
+PIPELINE = """
+name: {name}
+steps:
+  only:
+    model: stability-ai/stable-diffusion
+    input: {{prompt: "{prompt}", width: 128, height: 128}}
+"""
+
+
+def test_pipelines_from_the_path_variable_then_cwd_then_shipped(tmp_path: Path, api: list[str]) -> None:
+    extra = tmp_path / "extra"
+    write_pipeline(extra, "mine", PIPELINE.format(name="mine", prompt="from the path variable"))
+    write_pipeline(tmp_path / "pipelines", "mine", PIPELINE.format(name="mine", prompt="from cwd"))
+    write_pipeline(tmp_path / "pipelines", "product_shots", PIPELINE.format(name="shadow", prompt="cwd wins"))
+    env = {"KKIAI_PIPELINE_PATH": f"{tmp_path / 'missing'}:{extra}"}
+
+    first = kkiai_run("pipeline=mine", *api, cwd=tmp_path, env=env, run_dir=tmp_path / "r1")
+    assert first.code == 0, first.stderr
+    assert first.manifest["steps"]["only"]["input"]["prompt"] == "from the path variable"
+    assert first.manifest["source"] == str((extra / "mine.yaml").resolve())
+
+    second = kkiai_run("pipeline=mine", *api, cwd=tmp_path, run_dir=tmp_path / "r2")
+    assert second.manifest["steps"]["only"]["input"]["prompt"] == "from cwd"
+
+    third = kkiai_run("pipeline=product_shots", *api, cwd=tmp_path, run_dir=tmp_path / "r3")
+    assert third.manifest["pipeline"] == "shadow"
+
+
+def test_the_token_is_written_nowhere(tmp_path: Path, api: list[str]) -> None:
+    result = kkiai_run("pipeline=img2img_refine", *api, cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    for path in result.run_dir.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    assert TOKEN not in result.stdout + result.stderr
+
+
+def test_unknown_pipeline_is_a_usage_error(tmp_path: Path) -> None:
+    result = kkiai_run("pipeline=nope", "api=sandbox", cwd=tmp_path)
+    assert result.code == 2
+    assert "product_shots" in result.stderr  # Hydra lists the available names
