@@ -11,6 +11,10 @@
     ├── ApiError                     the API answered with an error (problem+json)
     │   └── ValidationFailed         422 with ``invalid_fields``
     ├── TransportError               the API could not be reached (connection, timeout)
+    │   └── AmbiguousCreateError     a create failed after it may have been received: a prediction
+    │                                may exist and be billed; it is not retried unless opted in
+    ├── DeadlineExceeded             ``wait()`` reached its deadline; carries the last prediction
+    │                                (the caller cancels it)
     ├── PredictionFailed             a prediction ended failed / canceled / aborted
     └── DownloadError                an output file could not be fetched or stored
 
@@ -23,7 +27,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .api.prediction import Prediction
 
 
 class KkiaiError(Exception):
@@ -121,6 +128,47 @@ class ValidationFailed(ApiError):
 
 class TransportError(KkiaiError):
     """The API could not be reached or did not answer in time."""
+
+
+class AmbiguousCreateError(TransportError):
+    """A create failed after the request may have reached the server; a prediction may exist.
+
+    ``reason`` says what failed (an exception name, or the status answered); ``status_code`` is set when
+    the server answered (a 5xx). ``attempts`` > 1 when the user let such creates be retried
+    (``api.retry_ambiguous_creates``) and the retries gave up too: the cause is the last failure.
+    """
+
+    def __init__(
+        self, *, method: str, path: str, reason: str, status_code: int | None = None, attempts: int = 1
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.reason = reason
+        self.status_code = status_code
+        self.attempts = attempts
+        if attempts == 1:
+            told = (
+                "a prediction may have been created and may be billed. It was not retried, so as not to pay "
+                "twice: check the account's predictions list before running this step again (or set "
+                "api.retry_ambiguous_creates=true to retry such failures)"
+            )
+        else:
+            told = (
+                f"predictions may have been created and may be billed; then {attempts} attempts in all "
+                "failed. Check the account's predictions list before running this step again"
+            )
+        super().__init__(f"{method} {path} failed after the request was sent ({reason}): {told}")
+
+
+class DeadlineExceeded(KkiaiError):
+    """A prediction was not finished by its deadline; ``prediction`` is the last state seen.
+
+    The prediction is still running (and billing): whoever raised the deadline cancels it.
+    """
+
+    def __init__(self, message: str, *, prediction: Prediction) -> None:
+        self.prediction = prediction
+        super().__init__(message)
 
 
 class PredictionFailed(KkiaiError):

@@ -2,41 +2,145 @@
 
 Every URL is built from our own ``base_url`` and the prediction id; the ``urls`` a response carries are
 never followed (pass-through proxies return api.replicate.com URLs there). httpx exceptions and error
-responses are translated to our error tree in one place, :meth:`PredictionsClient._request`.
+responses are translated to our error tree in one place, :meth:`PredictionsClient._request`, which also
+retries and rate-limits:
+
+- Polls and cancels are retried on 429, 5xx, dropped connections and timeouts, with backoff (see
+  :mod:`.retries` for the policy and the server hints it honours).
+- A create costs money, so it is retried only when it certainly created nothing: a 429, or a connection
+  that failed before the request was sent. After any other failure (a read timeout, a connection
+  dropped after sending, a 5xx) a prediction may exist, and :class:`AmbiguousCreateError` is raised,
+  unless ``ClientOptions.retry_ambiguous_creates`` is set.
+- Every attempt first takes a slot from the process-wide rate limits for its base URL (see
+  :mod:`.ratelimit`; a sweep over several processes must divide the rates between them). A 429 pauses
+  the bucket for everyone.
+
+Sleeping, the monotonic clock and the jitter are injectable, so tests run in milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import math
+import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple, NoReturn
 
 import httpx
 
-from ..errors import ApiError, TransportError
-from .errors import error_from_response
-from .prediction import Prediction, parse_prediction
+from ..errors import ApiError, ConfigError, DeadlineExceeded, KkiaiError
+from .errors import ambiguous_create, error_from_exception, error_from_response, json_or_none, response_reason
+from .prediction import Prediction, parse_prediction, parse_timestamp
+from .ratelimit import RateLimits, shared_limits
+from .retries import RetryPolicy, Verdict, exception_verdict, server_delay, status_verdict
+
+log = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 60  # the API holds a create at most this long with Prefer: wait
+MIN_CANCEL_AFTER_SECONDS = 5  # the API's shortest Cancel-After
+CLOCK_SKEW = timedelta(seconds=30)  # our clock against the API's, when matching creation times
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+Update = Callable[[Prediction], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class ClientOptions:
-    """How the client talks to the API."""
+    """How the client talks to the API; settings maps each ``api.<field>`` onto the field of that name."""
 
     wait_seconds: int = 60  # Prefer: wait=N on create; 0 turns it off
     poll_interval: float = 0.5  # first poll delay; grows up to max_poll_interval
     max_poll_interval: float = 2.0
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
+    max_attempts: int = 8  # per request, the first one included; 1 turns retries off
+    backoff_base: float = 0.5  # the first retry waits up to this long, the next up to twice that ...
+    backoff_max: float = 30.0  # ... up to this
+    max_wait: float = 60.0  # no single pause is longer, even if the server asks for more
+    retry_ambiguous_creates: bool = False  # True risks a duplicate, billed prediction
+    create_rate_per_minute: float = 600.0  # the API's limits; 0 turns our limiter off
+    other_rate_per_minute: float = 3000.0
+    burst: int = 10  # requests that may go at once before the rate applies
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError(f"api.max_attempts must be at least 1, not {self.max_attempts}")
+        if self.burst < 1:
+            raise ConfigError(f"api.burst must be at least 1, not {self.burst}")
+
+    def retry_policy(self) -> RetryPolicy:
+        """The retry settings alone (the downloader takes these too)."""
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            backoff_base=self.backoff_base,
+            backoff_max=self.backoff_max,
+            max_wait=self.max_wait,
+        )
 
 
-Update = Callable[[Prediction], Awaitable[None]]
+@dataclass
+class ClientStats:
+    """Counters for benchmarks and tests; every attempt counts as a request."""
+
+    requests: int = 0
+    creates: int = 0  # create attempts sent
+    retries: dict[str, int] = field(default_factory=dict)  # by reason: "429", "503", "ReadTimeout" ...
+    retry_wait_seconds: float = 0.0
+    rate_limit_waits: int = 0
+    rate_limit_wait_seconds: float = 0.0
+    ambiguous_creates: int = 0  # creates that failed after sending (raised, or retried if opted in)
+
+    @property
+    def total_retries(self) -> int:
+        return sum(self.retries.values())
+
+    def note_retry(self, reason: str, delay: float) -> None:
+        self.retries[reason] = self.retries.get(reason, 0) + 1
+        self.retry_wait_seconds += delay
+
+
+@dataclass
+class _Attempts:
+    """Where one request's retries stand: the attempt under way, and the first ambiguous failure."""
+
+    create: bool
+    number: int = 1
+    ambiguous: str | None = None
+
+
+class _Retry(NamedTuple):
+    delay: float
+    reason: str
+
+
+class _DeadlineReached(Exception):
+    """A retry pause reached the caller's deadline (``wait`` turns it into DeadlineExceeded)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def cancel_after_header(seconds: float) -> str:
+    """``Cancel-After`` for a duration: whole seconds, rounded up to at least the API's minimum (5 s)."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"cancel_after must be a positive number of seconds, not {seconds!r}")
+    return f"{max(math.ceil(seconds), MIN_CANCEL_AFTER_SECONDS)}s"
 
 
 class PredictionsClient:
-    """Async client for ``{base_url}/predictions``; use as ``async with``."""
+    """Async client for ``{base_url}/predictions``; use as ``async with``.
+
+    ``rate_limits`` defaults to the process-wide pair for ``base_url``; ``sleep``, ``clock`` (a
+    ``time.monotonic`` stand-in, the one deadlines are measured on) and ``jitter`` (``[0, 1)``) are for
+    tests.
+    """
 
     def __init__(
         self,
@@ -45,13 +149,26 @@ class PredictionsClient:
         token: str | None,
         options: ClientOptions | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        rate_limits: RateLimits | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.options = options or ClientOptions()
+        self.options = options = options or ClientOptions()
+        self.stats = ClientStats()
+        self.rate_limits = rate_limits or shared_limits(
+            self.base_url,
+            create_per_minute=options.create_rate_per_minute,
+            other_per_minute=options.other_rate_per_minute,
+            burst=options.burst,
+        )
+        self._retry = options.retry_policy()
+        self._sleep, self._clock, self._jitter = sleep, clock, jitter
         headers = {"User-Agent": "kkiai-pipeline"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        timeout = httpx.Timeout(self.options.read_timeout, connect=self.options.connect_timeout)
+        timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=100)
         self._http = httpx.AsyncClient(headers=headers, timeout=timeout, transport=transport, limits=limits)
 
@@ -64,34 +181,94 @@ class PredictionsClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def create(self, version: str, input: Mapping[str, Any]) -> Prediction:
-        """Create a prediction of ``version`` (``owner/name:<hash>``); may return it already finished."""
+    async def create(
+        self, version: str, input: Mapping[str, Any], *, cancel_after: float | None = None
+    ) -> Prediction:
+        """Create a prediction of ``version`` (``owner/name:<hash>``); may return it already finished.
+
+        ``cancel_after`` (seconds from creation) asks the API to cancel it then, or to abort it unbilled
+        if it has not started; it is sent as whole seconds, at least 5.
+        """
         wait = min(self.options.wait_seconds, MAX_WAIT_SECONDS)
         headers = {"Prefer": f"wait={wait}"} if wait > 0 else {}
+        if cancel_after is not None:
+            headers["Cancel-After"] = cancel_after_header(cancel_after)
         # The read timeout must outlast the server's hold, or every slow create would look like a failure.
         timeout = httpx.Timeout(wait + self.options.read_timeout, connect=self.options.connect_timeout)
         body = {"version": version, "input": dict(input)}
-        return await self._prediction("POST", "/predictions", json=body, headers=headers, timeout=timeout)
+        return await self._prediction(
+            "POST", "/predictions", create=True, json=body, headers=headers, timeout=timeout
+        )
 
     async def get(self, prediction_id: str) -> Prediction:
         return await self._prediction("GET", f"/predictions/{prediction_id}")
 
     async def cancel(self, prediction_id: str) -> Prediction:
+        """Ask the API to cancel a prediction (retried like a poll: cancelling twice is harmless)."""
         return await self._prediction("POST", f"/predictions/{prediction_id}/cancel")
 
-    async def wait(self, prediction: Prediction, *, on_update: Update | None = None) -> Prediction:
-        """Poll until ``prediction`` is terminal; ``on_update`` hears every status change."""
+    async def find_created(
+        self, version: str, input: Mapping[str, Any], *, since: datetime
+    ) -> Prediction | None:
+        """The newest prediction of ``version`` with exactly ``input``, created at or after ``since``.
+
+        How a create whose answer was lost (a crash, a dropped connection) is found again instead of
+        being paid for twice. Reads the first page of ``GET /predictions``; returns None when nothing
+        matches or the API has no such list.
+        """
+        try:
+            response = await self._request("GET", "/predictions")
+        except ApiError as exc:
+            if exc.status_code in (404, 405, 501):
+                return None
+            raise
+        body = json_or_none(response)
+        results = body.get("results") if isinstance(body, dict) else None
+        wanted = _canonical(input)
+        version_hash = version.rpartition(":")[2]
+        earliest = since - CLOCK_SKEW
+        for item in results if isinstance(results, list) else []:
+            if not isinstance(item, dict) or item.get("version") not in (version_hash, version):
+                continue
+            created = parse_timestamp(item.get("created_at"))
+            if _canonical(item.get("input")) == wanted and (created is None or created >= earliest):
+                return parse_prediction(item)
+        return None
+
+    async def wait(
+        self, prediction: Prediction, *, on_update: Update | None = None, deadline: float | None = None
+    ) -> Prediction:
+        """Poll until ``prediction`` is terminal; ``on_update`` hears every status change.
+
+        ``deadline`` is a ``time.monotonic()`` value: once it has passed with the prediction unfinished,
+        :class:`DeadlineExceeded` is raised with the last state seen. ``wait`` does not cancel; the
+        caller does. A request in flight at the deadline may finish up to one request timeout later.
+        """
         delay = self.options.poll_interval
         while not prediction.terminal:
             if prediction.id is None:
                 raise ApiError("the API returned an unfinished prediction without an id", status_code=0)
-            await asyncio.sleep(delay)
+            await self._poll_pause(prediction, delay, deadline)
             delay = min(delay * 1.5, self.options.max_poll_interval)
-            latest = await self.get(prediction.id)
+            latest = await self._poll(prediction, prediction.id, deadline)
             if on_update is not None and latest.status != prediction.status:
                 await on_update(latest)
             prediction = latest
         return prediction
+
+    async def _poll_pause(self, prediction: Prediction, delay: float, deadline: float | None) -> None:
+        if deadline is not None:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise _past_deadline(prediction)
+            delay = min(delay, remaining)  # poll once more right at the deadline
+        await self._sleep(delay)
+
+    async def _poll(self, prediction: Prediction, prediction_id: str, deadline: float | None) -> Prediction:
+        try:
+            return await self._prediction("GET", f"/predictions/{prediction_id}", deadline=deadline)
+        except _DeadlineReached as exc:
+            raise _past_deadline(prediction, exc.reason) from exc
 
     async def _prediction(self, method: str, path: str, **kwargs: Any) -> Prediction:
         response = await self._request(method, path, **kwargs)
@@ -102,13 +279,115 @@ class PredictionsClient:
                 f"{method} {path}: unexpected answer from the API: {exc}", status_code=response.status_code
             ) from exc
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._http.request(method, self.base_url + path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise TransportError(f"{method} {self.base_url}{path} timed out: {type(exc).__name__}") from exc
-        except httpx.TransportError as exc:
-            raise TransportError(f"cannot reach {self.base_url}: {exc}") from exc
-        if response.is_error:
-            raise error_from_response(response)
-        return response
+    async def _request(
+        self, method: str, path: str, *, create: bool = False, deadline: float | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """Send, retrying what is safe to retry; the one place httpx failures become our errors."""
+        state = _Attempts(create=create)
+        while True:
+            await self._throttle(create=create)
+            try:
+                response = await self._send(method, path, create=create, **kwargs)
+            except httpx.TransportError as exc:
+                retry = self._after_exception(exc, state)
+            else:
+                if not response.is_error:
+                    return response
+                retry = self._after_response(response, state)
+            await self._pause(retry, deadline=deadline)
+            state.number += 1
+
+    async def _send(self, method: str, path: str, *, create: bool, **kwargs: Any) -> httpx.Response:
+        self.stats.requests += 1
+        if create:
+            self.stats.creates += 1
+        return await self._http.request(method, self.base_url + path, **kwargs)
+
+    def _after_exception(self, exc: httpx.TransportError, state: _Attempts) -> _Retry:
+        """The pause before retrying after ``exc``, or raise the error to give up with."""
+        reason = type(exc).__name__
+        verdict = self._verdict(exception_verdict(exc, create=state.create), exc.request, reason, state)
+        if verdict is Verdict.AMBIGUOUS:
+            raise ambiguous_create(exc.request, reason=reason) from exc
+        if verdict is Verdict.FAIL or state.number >= self._retry.max_attempts:
+            error = error_from_exception(exc, base_url=self.base_url, attempts=state.number)
+            error.__cause__ = exc  # raised by _give_up, maybe wrapped: chain it here
+            self._give_up(error, exc.request, state)
+        return self._next(exc.request, reason, attempt=state.number, hint=None)
+
+    def _after_response(self, response: httpx.Response, state: _Attempts) -> _Retry:
+        """The pause before retrying after an error answer, or raise the error to give up with."""
+        status = response.status_code
+        reason = response_reason(response)
+        verdict = self._verdict(status_verdict(status, create=state.create), response.request, reason, state)
+        if verdict is Verdict.AMBIGUOUS:
+            raise ambiguous_create(response.request, reason=reason, status_code=status)
+        if verdict is Verdict.FAIL or state.number >= self._retry.max_attempts:
+            self._give_up(error_from_response(response, attempts=state.number), response.request, state)
+        hint = server_delay(status, response.headers, json_or_none(response), now=time.time())
+        retry = self._next(response.request, str(status), attempt=state.number, hint=hint)
+        if status == 429:
+            # Everyone sharing the bucket would hit the same limit; hold them all, not just this request.
+            self.rate_limits.bucket(create=state.create).pause(retry.delay)
+        return retry
+
+    def _verdict(self, verdict: Verdict, request: httpx.Request, reason: str, state: _Attempts) -> Verdict:
+        """``verdict``, except that an ambiguous create becomes RETRY if the user opted in."""
+        if verdict is not Verdict.AMBIGUOUS:
+            return verdict
+        self.stats.ambiguous_creates += 1
+        if not self.options.retry_ambiguous_creates:
+            return verdict
+        log.warning(
+            "%s %s: %s; retrying as configured, which may create a duplicate",
+            request.method,
+            request.url.path,
+            reason,
+        )
+        state.ambiguous = state.ambiguous or reason
+        return Verdict.RETRY
+
+    def _give_up(self, error: KkiaiError, request: httpx.Request, state: _Attempts) -> NoReturn:
+        """Raise ``error``, or AmbiguousCreateError if an earlier attempt may have created a prediction."""
+        if state.ambiguous is None:
+            raise error
+        raise ambiguous_create(request, reason=state.ambiguous, attempts=state.number) from error
+
+    def _next(self, request: httpx.Request, reason: str, *, attempt: int, hint: float | None) -> _Retry:
+        delay = self._retry.delay(attempt, hint=hint, random=self._jitter)
+        self.stats.note_retry(reason, delay)
+        log.info(
+            "%s %s: %s; retry %d of %d in %.2f s",
+            request.method,
+            request.url.path,
+            reason,
+            attempt,
+            self._retry.max_attempts - 1,
+            delay,
+        )
+        return _Retry(delay, reason)
+
+    async def _pause(self, retry: _Retry, *, deadline: float | None) -> None:
+        if deadline is not None and self._clock() + retry.delay >= deadline:
+            await self._sleep(max(deadline - self._clock(), 0.0))
+            raise _DeadlineReached(retry.reason)
+        await self._sleep(retry.delay)
+
+    async def _throttle(self, *, create: bool) -> None:
+        wait = self.rate_limits.bucket(create=create).reserve()
+        if wait > 0:
+            self.stats.rate_limit_waits += 1
+            self.stats.rate_limit_wait_seconds += wait
+            await self._sleep(wait)
+
+
+def _past_deadline(prediction: Prediction, failing: str | None = None) -> DeadlineExceeded:
+    message = f"prediction {prediction.id} was still {prediction.status} when its deadline passed"
+    if failing:
+        message += f" (the API was failing meanwhile: {failing})"
+    return DeadlineExceeded(message, prediction=prediction)
+
+
+def _canonical(value: Any) -> str:
+    """``value`` as JSON with sorted keys: the API echoes inputs with their keys sorted."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
