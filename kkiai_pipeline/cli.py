@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -82,7 +83,18 @@ def run_job(cfg: DictConfig) -> int:
         print(outcome)
         return 0
     print(summary(outcome), file=sys.stderr)
-    return 0 if outcome.status == "succeeded" else 1
+    if outcome.status != "succeeded":
+        print(
+            f"to resume this run: {resume_command(list(hydra_cfg.overrides.task), run_dir)}", file=sys.stderr
+        )
+    return {"succeeded": 0, "canceled": 130}.get(outcome.status, 1)
+
+
+def resume_command(overrides: list[str], run_dir: Path) -> str:
+    """The exact command that continues the run in ``run_dir`` with the same overrides."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("resume=", "hydra.run.dir="))]
+    words = ["kkiai-run", *kept, f"hydra.run.dir={run_dir}", "resume=true"]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def load_pipeline(cfg: DictConfig, *, name: str) -> Pipeline:

@@ -11,25 +11,30 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .api.prediction import output_urls
 from .artifacts import describe_url
-from .planning import Plan, PlannedStep
+from .cache import PredictionCache, cache_key
+from .outputs import content_keys
+from .planning import Plan, PlannedStep, render_input
 from .rundir import write_json_atomic
-from .templating import Template
+from .templating import Template, TemplateProblem
+from .validation import omit_unset
 
 
-def plan_data(plan: Plan, *, seed: int | None) -> dict[str, Any]:
-    """The plan as JSON-ready data."""
+def plan_data(plan: Plan, *, seed: int | None, cache: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The plan as JSON-ready data; ``cache`` holds each step's hit/miss verdict."""
     source = plan.pipeline.source
+    verdicts = cache or {}
     return {
         "pipeline": plan.pipeline.name,
         "source": str(source) if source else None,
         "seed": seed,
-        "predictions": len(plan.steps),
-        "steps": [_step_data(step) for step in plan.steps],
+        "predictions": sum(not verdicts.get(s.id, "").startswith("hit") for s in plan.steps),
+        "steps": [_step_data(step, verdicts.get(step.id)) for step in plan.steps],
     }
 
 
-def _step_data(step: PlannedStep) -> dict[str, Any]:
+def _step_data(step: PlannedStep, cache: str | None) -> dict[str, Any]:
     return {
         "id": step.id,
         "level": step.level,
@@ -38,7 +43,51 @@ def _step_data(step: PlannedStep) -> dict[str, Any]:
         "depends_on": sorted(step.depends_on),
         "input": _shown(step.input),
         "templated": sorted(step.templated_fields),
+        "cache": cache,
     }
+
+
+def cache_verdicts(plan: Plan, cache: PredictionCache | None, *, api_identity: str) -> dict[str, str]:
+    """Per step: will the cache answer it ("hit: ...") or will it run ("miss: why")?
+
+    Steps downstream of hits are rendered with the cached outputs, exactly as the run would do.
+    """
+    verdicts: dict[str, str] = {}
+    outputs: dict[str, Any] = {}
+    known: dict[str, str] = {}
+    for step in plan.steps:
+        verdicts[step.id] = _verdict(plan, step, cache, api_identity, outputs, known)
+    return verdicts
+
+
+def _verdict(
+    plan: Plan,
+    step: PlannedStep,
+    cache: PredictionCache | None,
+    api_identity: str,
+    outputs: dict[str, Any],
+    known: dict[str, str],
+) -> str:
+    if cache is None:
+        return "miss: the cache is off (cache=false)"
+    if not step.step.cache:
+        return "miss: this step has cache: false"
+    waiting = sorted(d for d in step.depends_on if d not in outputs)
+    if waiting:
+        return f"miss: it reads {', '.join(waiting)}, which will run first"
+    context = {"params": plan.pipeline.params, "steps": {d: {"output": outputs[d]} for d in step.depends_on}}
+    try:
+        rendered = omit_unset(render_input(step, context))
+    except TemplateProblem as exc:
+        return f"miss: {exc}"
+    canonical = content_keys(rendered, known)
+    key = cache_key(api=api_identity, version=step.model.version_ref, canonical_input=canonical)
+    entry = cache.get(key)
+    if entry is None:
+        return f"miss: nothing cached for this input (key {key[:12]})"
+    outputs[step.id] = entry.output
+    known.update(zip(output_urls(entry.output), (f["sha256"] for f in entry.files), strict=False))
+    return f"hit: prediction {entry.prediction_id} of {entry.completed_at} (key {key[:12]})"
 
 
 def _shown(value: Any) -> Any:
@@ -53,9 +102,9 @@ def _shown(value: Any) -> Any:
     return value
 
 
-def plan_text(plan: Plan, *, seed: int | None) -> str:
-    """A readable listing: steps in order with level, model@version and inputs."""
-    data = plan_data(plan, seed=seed)
+def plan_text(plan: Plan, *, seed: int | None, cache: Mapping[str, str] | None = None) -> str:
+    """A readable listing: steps in order with level, model@version, cache verdict and inputs."""
+    data = plan_data(plan, seed=seed, cache=cache)
     count = data["predictions"]
     lines = [
         f"Plan for pipeline '{data['pipeline']}' ({data['source'] or 'no file'}): "
@@ -67,6 +116,8 @@ def plan_text(plan: Plan, *, seed: int | None) -> str:
         after = f"  (after {', '.join(step['depends_on'])})" if step["depends_on"] else ""
         lines.append("")
         lines.append(f"[level {step['level']}] {step['id']}: {step['model']}@{step['version'][:12]}{after}")
+        if step["cache"]:
+            lines.append(f"    cache {step['cache']}")
         for name, value in step["input"].items():
             marker = "  (template, rendered at run time)" if name in step["templated"] else ""
             lines.append(f"    {name}: {json.dumps(value, ensure_ascii=False)}{marker}")
@@ -87,7 +138,9 @@ def plan_mermaid(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_plan(plan: Plan, run_dir: Path, *, seed: int | None) -> None:
+def write_plan(
+    plan: Plan, run_dir: Path, *, seed: int | None, cache: Mapping[str, str] | None = None
+) -> None:
     """``plan.json`` and ``plan.mmd`` in ``run_dir``."""
-    write_json_atomic(run_dir / "plan.json", plan_data(plan, seed=seed))
+    write_json_atomic(run_dir / "plan.json", plan_data(plan, seed=seed, cache=cache))
     (run_dir / "plan.mmd").write_text(plan_mermaid(plan), encoding="utf-8")

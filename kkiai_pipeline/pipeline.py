@@ -10,6 +10,9 @@ A pipeline file::
         model: stability-ai/sdxl
         input: {prompt: "{{ params.subject }} on marble", num_outputs: 2}
         needs: []            # optional extra dependencies
+        timeout: 600         # optional: cancel the prediction after this many seconds
+        retries: 1           # optional: run a failed prediction again, up to this many times
+        cache: false         # optional: never reuse a cached result for this step
 
 Loading collects every problem of the file (unknown keys with a did-you-mean, a step without a model,
 wrong shapes) and raises them together as one PipelineError.
@@ -29,7 +32,8 @@ import yaml
 from .errors import PipelineError, Problem
 
 PIPELINE_KEYS = ("name", "description", "params", "steps")
-STEP_KEYS = ("model", "input", "needs", "description")
+STEP_KEYS = ("model", "input", "needs", "description", "timeout", "retries", "cache")
+MAX_RETRIES = 10
 STEP_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
@@ -42,6 +46,9 @@ class Step:
     input: Mapping[str, Any] = field(default_factory=dict)
     needs: tuple[str, ...] = ()
     description: str = ""
+    timeout: float | None = None  # seconds; None means the run's default
+    retries: int = 0  # how many times a *failed* prediction is run again
+    cache: bool = True  # False: always run, never store
 
 
 @dataclass(frozen=True)
@@ -114,41 +121,48 @@ def parse_pipeline(
 
 
 def _parse_step(step_id: str, raw: Any, *, source: Path | None, problems: list[Problem]) -> Step | None:
+    def problem(message: str, field: str | None = None) -> None:
+        problems.append(Problem(message, file=source, step=step_id, field=field))
+
     if not isinstance(raw, Mapping):
-        problems.append(
-            Problem("a step must be a mapping with 'model' and 'input'", file=source, step=step_id)
-        )
+        problem("a step must be a mapping with 'model' and 'input'")
         return None
     found = len(problems)
     if not STEP_ID.fullmatch(step_id):
-        problems.append(
-            Problem(
-                "a step id uses letters, digits, '_' and '-', and starts with a letter or '_'",
-                file=source,
-                step=step_id,
-            )
-        )
+        problem("a step id uses letters, digits, '_' and '-', and starts with a letter or '_'")
     problems += _unknown_keys(raw, STEP_KEYS, "step", source=source, step=step_id)
     model = raw.get("model")
     if not isinstance(model, str) or not model.strip():
-        problems.append(
-            Problem("missing 'model' (owner/name of a supported model)", file=source, step=step_id)
-        )
+        problem("missing 'model' (owner/name of a supported model)")
     inputs = raw.get("input") or {}
     if not isinstance(inputs, Mapping):
-        problems.append(Problem("'input' must be a mapping", file=source, step=step_id, field="input"))
+        problem("'input' must be a mapping", "input")
     needs = raw.get("needs") or []
-    if isinstance(needs, str):
-        needs = [needs]
+    needs = [needs] if isinstance(needs, str) else needs
     if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
-        problems.append(
-            Problem("'needs' must be a list of step ids", file=source, step=step_id, field="needs")
-        )
+        problem("'needs' must be a list of step ids", "needs")
+    timeout = raw.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        problem(f"'timeout' must be a number of seconds > 0, not {timeout!r}", "timeout")
+    retries = raw.get("retries", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        problem(f"'retries' must be a whole number from 0 to {MAX_RETRIES}, not {retries!r}", "retries")
+    cache = raw.get("cache", True)
+    if not isinstance(cache, bool):
+        problem(f"'cache' must be true or false, not {cache!r}", "cache")
     if len(problems) > found:
         return None
-    description = str(raw.get("description") or "")
     return Step(
-        id=step_id, model=str(model).strip(), input=dict(inputs), needs=tuple(needs), description=description
+        id=step_id,
+        model=str(model).strip(),
+        input=dict(inputs),
+        needs=tuple(needs),
+        description=str(raw.get("description") or ""),
+        timeout=float(timeout) if timeout is not None else None,
+        retries=retries,
+        cache=cache,
     )
 
 

@@ -44,6 +44,11 @@ class StepRecord:
     completed_at: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     outputs: list[Artifact] = field(default_factory=list)
+    output: Any = None  # the API's output shape, data: URIs shortened (see outputs.kept_output)
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # every prediction made for this step
+    cache: str | None = None  # "hit" or "stored", with cache_key
+    cache_key: str | None = None
+    creating_since: str | None = None  # a create was sent at this time and its answer is not on disk yet
 
 
 @dataclass
@@ -76,8 +81,31 @@ class RunRecord:
         write_json_atomic(self.run_dir / MANIFEST, self.to_json())
 
 
+def load_record(run_dir: Path) -> RunRecord:
+    """The run recorded in ``run_dir/run.json`` (for resuming); raises OSError/ValueError if unreadable."""
+    raw = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+    steps = {}
+    for sid, step in raw["steps"].items():
+        outputs = [Artifact(**a) for a in step.pop("outputs", [])]
+        steps[sid] = StepRecord(**step, outputs=outputs)
+    return RunRecord(
+        run_dir=run_dir,
+        pipeline=raw["pipeline"],
+        api=raw["api"],
+        steps=steps,
+        source=raw.get("source"),
+        seed=raw.get("seed"),
+        status=raw["status"],
+        started_at=raw["started_at"],
+        finished_at=raw.get("finished_at"),
+    )
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON so that readers see the old file or the new one, never a mix."""
+    """Write ``data`` as JSON so that readers see the old file or the new one, never a mix.
+
+    The file and its directory are fsynced: a prediction id written here survives a power cut.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -90,3 +118,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

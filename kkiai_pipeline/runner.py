@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from .api.client import PredictionsClient
 from .artifacts import Downloader
+from .cache import PredictionCache
 from .catalog import Catalog, default_catalog
-from .dryrun import plan_text, write_plan
+from .dryrun import cache_verdicts, plan_text, write_plan
+from .errors import ConfigError
 from .execution import Executor
 from .localfiles import LocalFiles
 from .pipeline import Pipeline
 from .planning import Plan, plan
-from .rundir import RunRecord, StepRecord
+from .rundir import MANIFEST, RunRecord, StepRecord, load_record
 from .settings import ApiSettings, Settings
+from .step_runner import StepOptions, StepRunner
 from .templating import Templates
 from .terminal import ProgressBar
+
+log = logging.getLogger(__name__)
 
 
 def make_plan(pipeline: Pipeline, settings: Settings, *, catalog: Catalog | None = None) -> Plan:
@@ -41,10 +52,41 @@ def run(
     """Plan ``pipeline``, then execute it (returns the record) or, for a dry run, describe it."""
     the_plan = make_plan(pipeline, settings, catalog=catalog)
     if settings.dry_run:
-        write_plan(the_plan, settings.run_dir, seed=settings.seed)
-        return plan_text(the_plan, seed=settings.seed)
+        identity = api_identity(settings.api, settings.api.base_url or "")
+        verdicts = cache_verdicts(the_plan, open_cache(settings), api_identity=identity)
+        write_plan(the_plan, settings.run_dir, seed=settings.seed, cache=verdicts)
+        return plan_text(the_plan, seed=settings.seed, cache=verdicts)
+    previous = previous_record(the_plan, settings)
     with api_base_url(settings.api) as base_url:
-        return asyncio.run(execute(the_plan, settings, base_url=base_url, transport=transport))
+        record = previous or new_record(the_plan, settings, base_url=base_url)
+        record.api["base_url"] = base_url
+        return asyncio.run(execute(the_plan, record, settings, base_url=base_url, transport=transport))
+
+
+def previous_record(the_plan: Plan, settings: Settings) -> RunRecord | None:
+    """The run to resume (``resume=true``), or None; refuses to run over an existing run by accident."""
+    manifest = settings.run_dir / MANIFEST
+    if not settings.resume:
+        if manifest.exists():
+            raise ConfigError(
+                f"{settings.run_dir} already holds a run: resume it with resume=true, "
+                "or choose another hydra.run.dir"
+            )
+        return None
+    try:
+        record = load_record(settings.run_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"nothing to resume in {settings.run_dir}: {exc}") from exc
+    if record.pipeline != the_plan.pipeline.name:
+        raise ConfigError(
+            f"{settings.run_dir} holds a run of pipeline '{record.pipeline}', not '{the_plan.pipeline.name}'"
+        )
+    for step in the_plan.steps:
+        old = record.steps.get(step.id)
+        if old is None or (old.model, old.version) != (step.model.ref, step.model.version):
+            record.steps[step.id] = StepRecord(model=step.model.ref, version=step.model.version)
+    record.steps = {s.id: record.steps[s.id] for s in the_plan.steps}
+    return record
 
 
 @contextmanager
@@ -61,29 +103,81 @@ def api_base_url(api: ApiSettings) -> Iterator[str]:
 
 
 async def execute(
-    the_plan: Plan, settings: Settings, *, base_url: str, transport: httpx.AsyncBaseTransport | None = None
+    the_plan: Plan,
+    record: RunRecord,
+    settings: Settings,
+    *,
+    base_url: str,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> RunRecord:
     """Run every step of ``the_plan`` against ``base_url``; writes the run directory as it goes."""
-    record = new_record(the_plan, settings, base_url=base_url)
     progress = ProgressBar(len(the_plan.steps), enabled=settings.progress)
     client = PredictionsClient(
         base_url=base_url, token=settings.api.token, options=settings.api.client, transport=transport
     )
-    downloader = Downloader(run_dir=settings.run_dir, transport=transport)
+    downloader = Downloader(
+        run_dir=settings.run_dir,
+        transport=transport,
+        retry=settings.api.client.retry_policy(),
+        max_bytes=settings.max_download_bytes,
+    )
+    identity = api_identity(settings.api, base_url)
+    options = StepOptions(timeout=settings.timeout, on_interrupt=settings.on_interrupt, api_identity=identity)
+    steps = StepRunner(
+        client=client, downloader=downloader, record=record, options=options, cache=open_cache(settings)
+    )
+    executor = Executor(the_plan, steps=steps, record=record, options=settings.execution, progress=progress)
     try:
-        executor = Executor(
-            the_plan,
-            client=client,
-            downloader=downloader,
-            record=record,
-            options=settings.execution,
-            progress=progress,
-        )
-        return await executor.run()
+        with _interrupts_cancel(asyncio.current_task()):
+            return await executor.run()
     finally:
         progress.close()
         await client.aclose()
         await downloader.aclose()
+
+
+@contextmanager
+def _interrupts_cancel(task: asyncio.Task[Any] | None) -> Iterator[None]:
+    """The first Ctrl-C or SIGTERM cancels ``task`` (predictions get canceled); the second exits at once.
+
+    Signal handlers can only be set from the main thread; elsewhere (a job run in a worker thread)
+    the caller owns interruption.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            print("\nkkiai-run: interrupted again, exiting now", file=sys.stderr)
+            os._exit(130)  # run.json already holds every prediction id
+        print(
+            "\nkkiai-run: interrupted: canceling running predictions (Ctrl-C again to quit at once)",
+            file=sys.stderr,
+        )
+        if task is not None:
+            task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        yield
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def open_cache(settings: Settings) -> PredictionCache | None:
+    """The prediction cache, unless ``cache=false``."""
+    return PredictionCache(settings.cache_dir) if settings.cache and settings.cache_dir else None
+
+
+def api_identity(api: ApiSettings, base_url: str) -> str:
+    """Which service answers: part of every cache key, so sandbox results never stand in for real ones."""
+    return "sandbox" if api.kind == "sandbox" else f"kkiai:{base_url}"
 
 
 def new_record(the_plan: Plan, settings: Settings, *, base_url: str) -> RunRecord:

@@ -19,6 +19,7 @@ from .api.client import ClientOptions
 from .errors import ConfigError
 from .execution import ExecutionOptions
 from .localfiles import DEFAULT_MAX_BYTES
+from .step_runner import OnInterrupt
 
 ApiKind = Literal["kkiai", "sandbox"]
 SANDBOX_TOKEN = "sandbox"  # the emulator wants a bearer token like the real API; any will do
@@ -46,6 +47,12 @@ class Settings:
     dry_run: bool = False
     seed: int | None = None
     max_file_bytes: int = DEFAULT_MAX_BYTES
+    resume: bool = False
+    timeout: float = 1800.0
+    on_interrupt: OnInterrupt = "cancel"
+    cache: bool = True
+    cache_dir: Path | None = None
+    max_download_bytes: int = 200 * 1024 * 1024
 
 
 def load_settings(cfg: DictConfig, *, environ: Mapping[str, str], run_dir: Path) -> Settings:
@@ -60,6 +67,9 @@ def load_settings(cfg: DictConfig, *, environ: Mapping[str, str], run_dir: Path)
     seed = raw.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ConfigError(f"seed must be a whole number >= 0 or null, not {seed!r}")
+    on_interrupt = raw.get("on_interrupt", "cancel")
+    if on_interrupt not in ("cancel", "leave"):
+        raise ConfigError(f"on_interrupt must be 'cancel' or 'leave', not {on_interrupt!r}")
     return Settings(
         api=api,
         execution=ExecutionOptions(max_concurrency=_positive_int(raw, "max_concurrency")),
@@ -68,7 +78,21 @@ def load_settings(cfg: DictConfig, *, environ: Mapping[str, str], run_dir: Path)
         dry_run=dry_run,
         seed=seed,
         max_file_bytes=_positive_int(raw, "max_file_bytes"),
+        resume=_flag(raw, "resume", default=False),
+        timeout=_positive_number(raw, "timeout"),
+        on_interrupt=on_interrupt,
+        cache=_flag(raw, "cache", default=True),
+        cache_dir=_cache_dir(raw.get("cache_dir"), environ),
+        max_download_bytes=_positive_int(raw, "max_download_bytes"),
     )
+
+
+def _cache_dir(value: Any, environ: Mapping[str, str]) -> Path:
+    """The configured cache directory, else ``$XDG_CACHE_HOME/kkiai-pipeline`` or ``~/.cache/...``."""
+    if value:
+        return Path(str(value)).expanduser()
+    base = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".cache")
+    return Path(base) / "kkiai-pipeline"
 
 
 def _api_settings(raw: Mapping[str, Any], environ: Mapping[str, str], *, need_token: bool) -> ApiSettings:
@@ -98,12 +122,18 @@ def _api_settings(raw: Mapping[str, Any], environ: Mapping[str, str], *, need_to
 
 def _client_options(raw: Mapping[str, Any]) -> ClientOptions:
     values: dict[str, Any] = {}
+    defaults = ClientOptions()
     for option in fields(ClientOptions):
-        if option.name in raw and raw[option.name] is not None:
-            value = raw[option.name]
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ConfigError(f"api.{option.name} must be a number >= 0, not {value!r}")
-            values[option.name] = type(getattr(ClientOptions(), option.name))(value)
+        value = raw.get(option.name)
+        if value is None:
+            continue
+        kind = type(getattr(defaults, option.name))
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"api.{option.name} must be true or false, not {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"api.{option.name} must be a number >= 0, not {value!r}")
+        values[option.name] = kind(value)
     return ClientOptions(**values)
 
 
@@ -112,6 +142,13 @@ def _flag(raw: Mapping[str, Any], name: str, *, default: bool) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be true or false, not {value!r}")
     return value
+
+
+def _positive_number(raw: Mapping[str, Any], name: str) -> float:
+    value = raw.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{name} must be a number > 0, not {value!r}")
+    return float(value)
 
 
 def _positive_int(raw: Mapping[str, Any], name: str) -> int:

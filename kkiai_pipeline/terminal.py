@@ -17,17 +17,16 @@ class ProgressBar:
 
     def __init__(self, total: int, *, enabled: bool, stream: TextIO | None = None) -> None:
         self._bar = tqdm(total=total, unit="step", file=stream or sys.stderr, disable=not enabled, leave=True)
-        self._running = 0
+        self._started: set[str] = set()
         self._failed = 0
         self._refresh()
 
     def step_started(self, step_id: str) -> None:
-        self._running += 1
+        self._started.add(step_id)
         self._refresh()
 
     def step_finished(self, step_id: str, status: str) -> None:
-        if status != "skipped":
-            self._running -= 1
+        self._started.discard(step_id)
         self._failed += status in FAILED
         self._bar.update(1)
         self._refresh()
@@ -36,7 +35,7 @@ class ProgressBar:
         self._bar.close()
 
     def _refresh(self) -> None:
-        self._bar.set_postfix(running=self._running, failed=self._failed, refresh=True)
+        self._bar.set_postfix(running=len(self._started), failed=self._failed, refresh=True)
 
 
 def summary(record: RunRecord) -> str:

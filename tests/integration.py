@@ -41,6 +41,10 @@ def kkiai_run(
     if token is not None:
         environ["KKIAI_API_TOKEN"] = token
     environ.update(env or {})
-    command = [str(SCRIPTS / "kkiai-run"), *args, "progress=false", f"hydra.run.dir={run_dir}"]
+    command = [str(SCRIPTS / "kkiai-run"), *args, f"hydra.run.dir={run_dir}"]
+    if not any(a.startswith("progress=") for a in args):
+        command.append("progress=false")
+    if not any(a.startswith("cache_dir=") for a in args):
+        command.append(f"cache_dir={cwd / '.kkiai-cache'}")  # each test starts with an empty cache
     done = subprocess.run(command, cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout)
     return Result(done.returncode, done.stdout, done.stderr, run_dir)

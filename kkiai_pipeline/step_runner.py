@@ -1,0 +1,280 @@
+"""One step, from its rendered input to stored outputs: cache, create, wait, cancel, retry, download.
+
+Money rules kept here:
+
+- the intent to create is on disk before the POST, and the prediction id right after the answer,
+  before anything waits on it (resume re-attaches by id, never creates again);
+- a create already sent is never abandoned: on Ctrl-C its answer is awaited so the prediction can be
+  canceled (or left running and recorded, as configured);
+- past the step's timeout the prediction is canceled (the create also carries ``Cancel-After``);
+- ``retries`` runs again only predictions that *failed*; every attempt is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .api.client import PredictionsClient
+from .api.prediction import Prediction, output_urls, parse_timestamp
+from .artifacts import Downloader
+from .cache import CacheEntry, PredictionCache, cache_key, files_of
+from .errors import AmbiguousCreateError, DeadlineExceeded
+from .outputs import content_keys, kept_output, reusable_output
+from .planning import PlannedStep
+from .rundir import RunRecord, StepRecord, StepStatus, utc_now
+
+log = logging.getLogger(__name__)
+
+OnInterrupt = Literal["cancel", "leave"]
+_ENDED: dict[str, StepStatus] = {"succeeded": "succeeded", "canceled": "canceled", "aborted": "aborted"}
+CANCEL_GRACE_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How steps are run: timeouts, what Ctrl-C does, and the cache."""
+
+    timeout: float = 1800.0  # Replicate stops predictions after 30 min anyway
+    on_interrupt: OnInterrupt = "cancel"
+    api_identity: str = ""  # part of every cache key: sandbox results never stand in for real ones
+
+
+class StepRunner:
+    """Runs single steps for an Executor and records them in its RunRecord."""
+
+    def __init__(
+        self,
+        *,
+        client: PredictionsClient,
+        downloader: Downloader,
+        record: RunRecord,
+        options: StepOptions,
+        cache: PredictionCache | None = None,
+    ) -> None:
+        self.client = client
+        self.downloader = downloader
+        self.record = record
+        self.options = options
+        self.cache = cache
+
+    async def run(self, step: PlannedStep, input: dict[str, Any], *, known: Mapping[str, str]) -> Any:
+        """Make ``step`` succeed if possible; returns its output for later steps (None if it did not)."""
+        rec = self.record.steps[step.id]
+        key = self._key(step, input, known)
+        if key is not None and self.cache is not None:
+            entry = self.cache.get(key)
+            if entry is not None:
+                return self._restore(step, rec, entry, self.cache)
+        prediction = await self._attempts(step, rec, input)
+        if prediction is None or prediction.status != "succeeded":
+            return None
+        return await self._finish(step, rec, prediction, key)
+
+    async def reattach(self, step: PlannedStep, *, known: Mapping[str, str]) -> Any:
+        """Continue a step an earlier run left running: follow its prediction by id, never create again.
+
+        If that run crashed between sending the create and storing its answer, the prediction is looked
+        up in the API's list by version and input; only when none is found is the step run anew.
+        """
+        rec = self.record.steps[step.id]
+        if rec.prediction_id is None:
+            found = await self._find_lost_create(step, rec, rec.input or {})
+            if found is None:
+                log.warning(
+                    "step %s: no prediction of the interrupted create was found; creating one", step.id
+                )
+                return await self.run(step, rec.input or {}, known=known)
+            self._created(step, rec, found)
+        log.info("step %s: re-attaching to prediction %s", step.id, rec.prediction_id)
+        assert rec.prediction_id is not None
+        prediction = await self.client.get(rec.prediction_id)
+        prediction = await self._follow(step, rec, prediction)
+        self._end_attempt(step, rec, prediction)
+        if prediction.status != "succeeded":
+            return None
+        key = self._key(step, rec.input or {}, {})
+        return await self._finish(step, rec, prediction, key)
+
+    def _key(self, step: PlannedStep, input: Mapping[str, Any], known: Mapping[str, str]) -> str | None:
+        if self.cache is None or not step.step.cache:
+            return None
+        canonical = content_keys(input, known)
+        return cache_key(
+            api=self.options.api_identity, version=step.model.version_ref, canonical_input=canonical
+        )
+
+    def _restore(self, step: PlannedStep, rec: StepRecord, entry: CacheEntry, cache: PredictionCache) -> Any:
+        folder = self.record.run_dir / "steps" / step.id
+        rec.outputs = cache.restore(entry, folder, self.record.run_dir)
+        rec.status, rec.cache, rec.cache_key = "succeeded", "hit", entry.key
+        rec.prediction_id, rec.output, rec.metrics = entry.prediction_id, entry.output, dict(entry.metrics)
+        rec.completed_at = entry.completed_at
+        log.info(
+            "step %s: cache hit %s (prediction %s), nothing created",
+            step.id,
+            entry.key[:12],
+            entry.prediction_id,
+        )
+        return reusable_output(
+            entry.output, rec.outputs, self.record.run_dir, completed_at=entry.completed_at
+        )
+
+    async def _attempts(self, step: PlannedStep, rec: StepRecord, input: dict[str, Any]) -> Prediction | None:
+        prediction = None
+        for attempt in range(step.step.retries + 1):
+            if attempt:
+                log.warning("step %s: prediction failed, retry %d of %d", step.id, attempt, step.step.retries)
+            prediction = await self._attempt(step, rec, input)
+            if prediction.status != "failed":
+                break
+        return prediction
+
+    async def _attempt(self, step: PlannedStep, rec: StepRecord, input: dict[str, Any]) -> Prediction:
+        timeout = step.step.timeout or self.options.timeout
+        rec.status, rec.error, rec.creating_since = "running", None, utc_now()
+        self.record.save()  # the intent is on disk before the POST: resume can look for what it made
+        create = asyncio.ensure_future(
+            self.client.create(step.model.version_ref, input, cancel_after=timeout)
+        )
+        try:
+            prediction = await asyncio.shield(create)
+        except asyncio.CancelledError:
+            # Interrupted while the create was in flight: its answer is the only way to know the id.
+            prediction = await self._answer(step, rec, input, create)
+            self._created(step, rec, prediction)
+            await self._interrupted(step, rec, prediction)
+            raise
+        except AmbiguousCreateError:
+            prediction = await self._answer(step, rec, input, create)
+        self._created(step, rec, prediction)
+        prediction = await self._follow(step, rec, prediction, deadline=time.monotonic() + timeout)
+        self._end_attempt(step, rec, prediction)
+        return prediction
+
+    async def _answer(
+        self, step: PlannedStep, rec: StepRecord, input: Mapping[str, Any], create: asyncio.Future[Prediction]
+    ) -> Prediction:
+        """The created prediction, even when the create's answer was lost (then from the API's list)."""
+        try:
+            return await create
+        except AmbiguousCreateError:
+            found = await self._find_lost_create(step, rec, input)
+            if found is None:
+                raise
+            return found
+
+    async def _find_lost_create(
+        self, step: PlannedStep, rec: StepRecord, input: Mapping[str, Any]
+    ) -> Prediction | None:
+        since = parse_timestamp(rec.creating_since)
+        if since is None:
+            return None
+        found = await self.client.find_created(step.model.version_ref, input, since=since)
+        if found is not None:
+            log.warning("step %s: the create's answer was lost; found its prediction %s", step.id, found.id)
+        return found
+
+    def _created(self, step: PlannedStep, rec: StepRecord, prediction: Prediction) -> None:
+        rec.prediction_id, rec.creating_since = prediction.id, None
+        rec.attempts.append({"prediction_id": prediction.id, "status": prediction.status, "error": None})
+        self._note(rec, prediction)
+        self.record.save()  # the id is on disk before anything waits on it
+        log.info("step %s: created prediction %s (%s)", step.id, prediction.id, prediction.status)
+
+    async def _follow(
+        self, step: PlannedStep, rec: StepRecord, prediction: Prediction, *, deadline: float | None = None
+    ) -> Prediction:
+        async def on_update(update: Prediction) -> None:
+            log.info("step %s: prediction %s is %s", step.id, update.id, update.status)
+            self._note(rec, update)
+            self.record.save()
+
+        try:
+            return await self.client.wait(prediction, on_update=on_update, deadline=deadline)
+        except DeadlineExceeded as exc:
+            timeout = step.step.timeout or self.options.timeout
+            return await self._cancel(
+                rec, exc.prediction, reason=f"canceled after the step's timeout of {timeout:g} s"
+            )
+        except asyncio.CancelledError:
+            await self._interrupted(step, rec, prediction)
+            raise
+
+    async def _interrupted(self, step: PlannedStep, rec: StepRecord, prediction: Prediction) -> None:
+        if prediction.terminal or prediction.id is None:
+            return
+        if self.options.on_interrupt == "leave":
+            rec.status, rec.error = "running", "left running when interrupted; resume re-attaches to it"
+            log.warning("step %s: prediction %s left running", step.id, prediction.id)
+            self.record.save()
+            return
+        final = await self._cancel(rec, prediction, reason="canceled when the run was interrupted")
+        self._end_attempt(step, rec, final)
+        self.record.save()
+
+    async def _cancel(self, rec: StepRecord, prediction: Prediction, *, reason: str) -> Prediction:
+        assert prediction.id is not None
+        try:
+            final = await asyncio.wait_for(self.client.cancel(prediction.id), CANCEL_GRACE_SECONDS)
+        except Exception as exc:  # a failed cancel is reported, never raised over what caused it
+            rec.error = f"{reason}, but the cancel failed: {exc}"
+            log.error("prediction %s: %s", prediction.id, rec.error)
+            return prediction
+        log.warning("prediction %s: %s", prediction.id, reason)
+        return dataclasses.replace(final, error=final.error or reason)
+
+    def _end_attempt(self, step: PlannedStep, rec: StepRecord, prediction: Prediction) -> None:
+        self._note(rec, prediction)
+        if rec.attempts:
+            rec.attempts[-1].update(status=prediction.status, error=prediction.error)
+        if prediction.status != "succeeded" and prediction.terminal:
+            rec.status = _ENDED.get(prediction.status, "failed")
+            rec.error = prediction.error or f"the prediction ended {prediction.status}"
+            log.error("step %s: prediction %s %s: %s", step.id, prediction.id, prediction.status, rec.error)
+
+    async def _finish(
+        self, step: PlannedStep, rec: StepRecord, prediction: Prediction, key: str | None
+    ) -> Any:
+        folder = self.record.run_dir / "steps" / step.id
+        urls = output_urls(prediction.output)
+        downloads = [
+            self.downloader.download(url, folder=folder, stem=f"output_{i}") for i, url in enumerate(urls)
+        ]
+        rec.outputs = list(await asyncio.gather(*downloads))
+        for artifact in rec.outputs:
+            log.info(
+                "step %s: downloaded %s -> %s (%d bytes)",
+                step.id,
+                artifact.url,
+                artifact.path,
+                artifact.bytes,
+            )
+        rec.output = kept_output(prediction.output)
+        rec.completed_at = rec.completed_at or utc_now()
+        rec.status, rec.error = "succeeded", None
+        if key is not None and self.cache is not None:
+            entry = CacheEntry(
+                key,
+                step.model.version_ref,
+                prediction.id,
+                rec.output,
+                rec.completed_at,
+                files_of(rec.outputs),
+                rec.metrics,
+            )
+            self.cache.put(entry, rec.outputs, self.record.run_dir)
+            rec.cache, rec.cache_key = "stored", key
+        return prediction.output
+
+    @staticmethod
+    def _note(rec: StepRecord, prediction: Prediction) -> None:
+        rec.created_at = prediction.created_at or rec.created_at
+        rec.started_at = prediction.started_at or rec.started_at
+        rec.completed_at = prediction.completed_at or rec.completed_at
+        rec.metrics = dict(prediction.metrics) or rec.metrics
