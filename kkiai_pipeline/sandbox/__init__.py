@@ -10,7 +10,13 @@
 
 Modules: ``config`` (SandboxConfig), ``app`` (routes), ``store`` (predictions and their lifecycle),
 ``wire`` (the JSON sent), ``openapi`` (version documents), ``inputs`` (input checks and files),
-``models`` and ``imaging`` (the stand-in models), ``stats`` (request counters), ``server`` and ``cli``.
+``models`` and ``imaging`` (the stand-in models), ``stats`` (request and duplicate counters),
+``faults`` (injected faults), ``drops`` (dropping connections), ``ratelimits`` (per-minute windows and
+their headers), ``deadlines`` (``Cancel-After``), ``server`` and ``cli``.
+
+Faults are off by default; switch them on per kind with a rate, reproducibly for a seed::
+
+    SandboxConfig(fault_seed=7, poll_5xx_rate=0.1, drop_after_create_rate=0.05, fail_rate=0.1)
 """
 
 from __future__ import annotations

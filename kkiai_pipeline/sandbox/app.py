@@ -2,13 +2,19 @@
 
 ::
 
-    POST /replicate/v1/predictions                         create (201; honours Prefer: wait[=N])
+    POST /replicate/v1/predictions                         create (201; Prefer: wait[=N], Cancel-After)
     GET  /replicate/v1/predictions                         list, newest first
     GET  /replicate/v1/predictions/{id}                    get
     POST /replicate/v1/predictions/{id}/cancel             cancel
     GET  /replicate/v1/models/{owner}/{name}/versions/{v}  version + Cog OpenAPI schema
     GET  /files/{id}/{name}                                output files (no auth, like replicate.delivery)
     GET  /sandbox/stats    POST /sandbox/reset             counters for tests
+
+Every request is counted (``stats``) and, for API calls, taken from a per-minute rate-limit window whose
+state every API response reports in ``ratelimit-*`` headers (``ratelimits``). Injected faults
+(``faults``): 5xx answers, 429s and drops before a create strike at the edge, before authentication;
+drops after a create or halfway through a body (``drops``), slow answers, and predictions planned to
+fail come later.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import contextlib
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
@@ -28,16 +34,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..catalog import Catalog, ModelSpec, default_catalog
-from . import inputs, wire
+from . import deadlines, inputs, wire
 from .config import SandboxConfig
+from .drops import Connections, Drop
+from .faults import Faults
 from .models import OutputFile
 from .openapi import version_json
-from .stats import RequestCounter
+from .ratelimits import Bucket, Quota, RateLimiter
+from .stats import DuplicateCounter, RequestCounter, RequestKind
 from .store import Prediction, Store, model_error
+from .wire import problem_response
 
 API = "/replicate/v1"
-PROBLEM_JSON = "application/problem+json"
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+#: What a valid create asks for: the model, its input, and the deadline in seconds (or None).
+CreateRequest = tuple[ModelSpec, dict[str, Any], float | None]
 
 _PREFER_WAIT = re.compile(r"wait(?:=(\d{1,2}))?")
 
@@ -55,11 +68,6 @@ def parse_prefer(header: str) -> tuple[int, str] | None:
     return None
 
 
-def problem_response(body: dict[str, Any]) -> JSONResponse:
-    """``body`` as application/problem+json, with its ``status`` as the HTTP status."""
-    return JSONResponse(body, status_code=int(body["status"]), media_type=PROBLEM_JSON)
-
-
 class SandboxApi:
     """The request handlers and the state they share."""
 
@@ -68,15 +76,31 @@ class SandboxApi:
         self.catalog = catalog
         self.store = store
         self.requests = RequestCounter()
+        self.faults = Faults(config)
+        self.duplicates = DuplicateCounter()
+        self.connections = Connections()
+        self.limits = RateLimiter(
+            create_per_minute=config.create_rate_per_minute,
+            other_per_minute=config.other_rate_per_minute,
+            clock=store.now,
+        )
 
     def stats(self) -> dict[str, Any]:
         """The counters of ``GET /sandbox/stats``."""
-        return {"requests": self.requests.snapshot(), "predictions": self.store.counts()}
+        return {
+            "requests": self.requests.snapshot(),
+            "predictions": self.store.counts(),
+            "faults": self.faults.snapshot(),
+            "duplicates": self.duplicates.duplicates,
+        }
 
     def reset(self) -> None:
-        """Zeroes the request counters and starts counting predictions afresh."""
+        """Zeroes the counters, re-seeds the faults, refills the rate limits, counts predictions afresh."""
         self.requests.reset()
         self.store.reset_counts()
+        self.faults.reset()
+        self.duplicates.reset()
+        self.limits.reset()
 
     def _authorized(self, request: Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -105,21 +129,68 @@ class SandboxApi:
             return None
         return model
 
-    def _prepare(self, model: ModelSpec, input: dict[str, Any]) -> tuple[dict[str, bytes], str | None]:
-        """The input files, or the error the prediction will fail with."""
+    def _prepare(self, model: ModelSpec, input: dict[str, Any]) -> tuple[dict[str, bytes], str | None, bool]:
+        """The input files, or the error the prediction will fail with and whether it fails starting."""
         marker = self.config.fail_marker
         if marker and inputs.find_marker(input, marker):
-            return {}, model_error("input contained the fail marker")
+            return {}, model_error("input contained the fail marker"), False
         try:
-            return inputs.resolve_files(model, input, self.store.file), None
+            files = inputs.resolve_files(model, input, self.store.file)
         except inputs.InputFileError as exc:
-            return {}, model_error(str(exc))
+            return {}, model_error(str(exc)), False
+        if self.faults.roll("fail"):
+            error, starting = self.faults.failure()
+            return {}, error, starting
+        return files, None, False
+
+    def _drop(self, partial: Response | None = None) -> Drop:
+        return Drop(self.connections, partial=partial)
+
+    def endpoint(self, kind: RequestKind, handler: Handler, *, bucket: Bucket | None) -> Handler:
+        """``handler`` with what every request gets: counting, rate limits and their headers, slowness."""
+
+        async def serve(request: Request) -> Response:
+            self.requests.count(kind)
+            # Read the whole request before answering early or dropping: closing a connection with
+            # unread data resets it, and the client would see a reset instead of the answer or the drop.
+            await request.body()
+            quota = self.limits.take(bucket) if bucket is not None else None
+            if quota is not None and quota.exceeded and self.config.enforce_rate_limits:
+                self.faults.count("rate_limited")
+                response: Response = problem_response(wire.throttled(quota.reset), headers=quota.headers())
+            else:
+                response = await handler(request)
+            if quota is not None:
+                _report(quota, response)
+            if not isinstance(response, Drop) and self.faults.roll("slow"):
+                await self.store.idle(self.config.slow_seconds)
+            return response
+
+        return serve
 
     async def create(self, request: Request) -> Response:
         """``POST /predictions``."""
-        self.requests.count("create")
+        if self.faults.roll("create_429"):
+            return self.faults.throttled()
+        if self.faults.roll("drop_before_create"):
+            return self._drop()
         if not self._authorized(request):
             return problem_response(wire.unauthenticated())
+        checked = await self._check_create(request)
+        if isinstance(checked, Response):
+            return checked
+        model, input, cancel_after = checked
+        files, error, starting = self._prepare(model, input)
+        prediction = self.store.create(
+            model, input, files=files, planned_error=error, fails_starting=starting, cancel_after=cancel_after
+        )
+        self.duplicates.add(model.version, prediction.input)
+        if self.faults.roll("drop_after_create"):
+            return self._drop()
+        return await self._created(request, prediction)
+
+    async def _check_create(self, request: Request) -> CreateRequest | Response:
+        """The model, input and deadline a create asks for, or the error answer."""
         body = await _json_object(request)
         if body is None:
             return problem_response(
@@ -134,8 +205,15 @@ class SandboxApi:
         invalid = inputs.check_input(model, input)
         if invalid:
             return _invalid_input(invalid)
-        files, error = self._prepare(model, input)
-        prediction = self.store.create(model, input, files=files, planned_error=error)
+        header = request.headers.get("cancel-after")
+        try:
+            cancel_after = deadlines.cancel_after(header, minimum=self.config.min_cancel_after_seconds)
+        except deadlines.CancelAfterError as exc:
+            return problem_response(wire.problem(400, str(exc), title="Invalid Cancel-After header"))
+        return model, input, cancel_after
+
+    async def _created(self, request: Request, prediction: Prediction) -> Response:
+        """The 201 of a create: at once, or once settled when ``Prefer: wait`` asks for it."""
         wait = parse_prefer(request.headers.get("prefer", ""))
         if wait is None:
             return JSONResponse(self._view(request, prediction), status_code=201)
@@ -153,17 +231,22 @@ class SandboxApi:
 
     async def get(self, request: Request) -> Response:
         """``GET /predictions/{id}``."""
-        self.requests.count("get")
+        if self.faults.roll("poll_5xx"):
+            return self.faults.server_error()
         if not self._authorized(request):
             return problem_response(wire.unauthenticated())
         prediction = self.store.get(request.path_params["prediction_id"])
         if prediction is None:
             return problem_response(wire.not_found())
-        return JSONResponse(self._view(request, prediction))
+        response = JSONResponse(self._view(request, prediction))
+        if self.faults.roll("drop_poll"):
+            return self._drop(response)
+        return response
 
     async def cancel(self, request: Request) -> Response:
         """``POST /predictions/{id}/cancel``."""
-        self.requests.count("cancel")
+        if self.faults.roll("poll_5xx"):
+            return self.faults.server_error()
         if not self._authorized(request):
             return problem_response(wire.unauthenticated())
         prediction = self.store.get(request.path_params["prediction_id"])
@@ -174,7 +257,6 @@ class SandboxApi:
 
     async def list_predictions(self, request: Request) -> Response:
         """``GET /predictions``: one page of the newest 100, newest first."""
-        self.requests.count("list")
         if not self._authorized(request):
             return problem_response(wire.unauthenticated())
         results = [self._view(request, p) for p in self.store.recent(100)]
@@ -182,7 +264,6 @@ class SandboxApi:
 
     async def version(self, request: Request) -> Response:
         """``GET /models/{owner}/{name}/versions/{version}``."""
-        self.requests.count("version")
         if not self._authorized(request):
             return problem_response(wire.unauthenticated())
         params = request.path_params
@@ -193,15 +274,18 @@ class SandboxApi:
 
     async def file(self, request: Request) -> Response:
         """``GET /files/{id}/{name}``: an output file, without auth."""
-        self.requests.count("file")
+        if self.faults.roll("file_5xx"):
+            return self.faults.server_error()
         found = self.store.file(request.path_params["prediction_id"], request.path_params["name"])
         if found is None:
             return problem_response(wire.not_found())
-        return Response(found.content, media_type=found.media_type)
+        response = Response(found.content, media_type=found.media_type)
+        if self.faults.roll("drop_file"):
+            return self._drop(response)
+        return response
 
     async def other(self, request: Request) -> Response:
         """Anything else: 404."""
-        self.requests.count("other")
         return problem_response(wire.not_found())
 
     async def get_stats(self, request: Request) -> Response:
@@ -216,17 +300,33 @@ class SandboxApi:
     def routes(self) -> list[Route]:
         """The routing table; the catch-all comes last."""
         prediction = API + "/predictions/{prediction_id:str}"
+        wrap = self.endpoint
         return [
-            Route(API + "/predictions", self.create, methods=["POST"]),
-            Route(API + "/predictions", self.list_predictions, methods=["GET"]),
-            Route(prediction, self.get, methods=["GET"]),
-            Route(prediction + "/cancel", self.cancel, methods=["POST"]),
-            Route(API + "/models/{owner}/{name}/versions/{version}", self.version, methods=["GET"]),
-            Route("/files/{prediction_id:str}/{name:str}", self.file, methods=["GET"]),
+            Route(API + "/predictions", wrap("create", self.create, bucket="create"), methods=["POST"]),
+            Route(API + "/predictions", wrap("list", self.list_predictions, bucket="other"), methods=["GET"]),
+            Route(prediction, wrap("get", self.get, bucket="other"), methods=["GET"]),
+            Route(prediction + "/cancel", wrap("cancel", self.cancel, bucket="other"), methods=["POST"]),
+            Route(
+                API + "/models/{owner}/{name}/versions/{version}",
+                wrap("version", self.version, bucket="other"),
+                methods=["GET"],
+            ),
+            Route(
+                "/files/{prediction_id:str}/{name:str}", wrap("file", self.file, bucket=None), methods=["GET"]
+            ),
             Route("/sandbox/stats", self.get_stats, methods=["GET"]),
             Route("/sandbox/reset", self.post_reset, methods=["POST"]),
-            Route("/{path:path}", self.other, methods=ALL_METHODS),
+            Route("/{path:path}", wrap("other", self.other, bucket="other"), methods=ALL_METHODS),
         ]
+
+
+def _report(quota: Quota, response: Response) -> None:
+    """Adds the ``ratelimit-*`` headers, unless the response already has them or is the edge's HTML."""
+    shown = response.partial if isinstance(response, Drop) else response
+    if shown is None or shown.media_type == "text/html":
+        return
+    for name, value in quota.headers().items():
+        shown.headers.setdefault(name, value)
 
 
 async def _json_object(request: Request) -> dict[str, Any] | None:

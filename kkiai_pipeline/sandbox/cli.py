@@ -1,9 +1,11 @@
 """``kkiai-sandbox``: serve the offline emulator of the kkiai API in the foreground.
 
     kkiai-sandbox --port 0 --queue-seconds 0.1 --predict-seconds 0.5
+    kkiai-sandbox --fault-seed 7 --poll-5xx-rate 0.1 --drop-after-create-rate 0.05 --enforce-rate-limits
 
 prints ``kkiai sandbox listening on http://127.0.0.1:<port>/replicate/v1`` once it accepts
-connections, and runs until interrupted (Ctrl-C).
+connections, and runs until interrupted (Ctrl-C). There is one option per ``SandboxConfig`` field,
+named after it (``--poll-5xx-rate`` sets ``poll_5xx_rate``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 
 from .app import create_app
 from .config import DEFAULT_FAIL_MARKER, SandboxConfig
@@ -43,22 +46,51 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-uri-outputs", action="store_true", help="give files as data: URIs in Prefer: wait responses"
     )
     parser.add_argument("--workers", type=int, default=defaults.workers, help="threads drawing output files")
+    _add_options(parser.add_argument_group("fault injection (rates: shares from 0 to 1)"), _FAULTS, defaults)
+    limits = parser.add_argument_group("rate limits and deadlines")
+    _add_options(limits, _LIMITS, defaults)
+    limits.add_argument(
+        "--enforce-rate-limits", action="store_true", help="answer calls over the limits with 429"
+    )
     return parser
 
 
+_FAULTS: tuple[tuple[str, type, str], ...] = (
+    ("fault_seed", int, "seed of the fault draws"),
+    ("poll_5xx_rate", float, "polls and cancels answered 500/502/503/504"),
+    ("create_429_rate", float, "creates answered 429 (nothing created)"),
+    ("retry_after_seconds", int, "retry_after of injected 429s"),
+    ("drop_before_create_rate", float, "creates dropped before anything is created"),
+    ("drop_after_create_rate", float, "creates dropped after the prediction is created"),
+    ("drop_poll_rate", float, "polls dropped halfway through the body"),
+    ("slow_rate", float, "responses held back --slow-seconds"),
+    ("slow_seconds", float, "how long a slow response is held back"),
+    ("fail_rate", float, "predictions that end failed (E1001 or E6716)"),
+    ("file_5xx_rate", float, "file downloads answered 5xx"),
+    ("drop_file_rate", float, "file downloads dropped halfway through the body"),
+)
+
+_LIMITS: tuple[tuple[str, type, str], ...] = (
+    ("create_rate_per_minute", int, "creates allowed a minute"),
+    ("other_rate_per_minute", int, "other API calls allowed a minute"),
+    ("min_cancel_after_seconds", float, "shortest Cancel-After; shorter ones are raised to it"),
+)
+
+
+def _add_options(
+    group: argparse._ArgumentGroup, options: tuple[tuple[str, type, str], ...], defaults: SandboxConfig
+) -> None:
+    """One ``--some-field`` option per ``(field, type, help)``, defaulting to the field's default."""
+    for name, kind, text in options:
+        option = "--" + name.replace("_", "-")
+        group.add_argument(
+            option, type=kind, default=getattr(defaults, name), help=f"{text} (default: %(default)s)"
+        )
+
+
 def config_from(args: argparse.Namespace) -> SandboxConfig:
-    """The SandboxConfig that parsed arguments describe."""
-    return SandboxConfig(
-        host=args.host,
-        port=args.port,
-        queue_seconds=args.queue_seconds,
-        predict_seconds=args.predict_seconds,
-        token=args.token,
-        fail_marker=args.fail_marker,
-        sync_final_status=args.sync_final_status,
-        data_uri_outputs=args.data_uri_outputs,
-        workers=args.workers,
-    )
+    """The SandboxConfig that parsed arguments describe (each option is named after its field)."""
+    return SandboxConfig(**{field.name: getattr(args, field.name) for field in fields(SandboxConfig)})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

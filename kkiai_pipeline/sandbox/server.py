@@ -1,6 +1,8 @@
 """Serving the sandbox with uvicorn: in a background thread (tests, benchmarks) or in the foreground (CLI).
 
 The listening socket is bound before uvicorn starts, so port 0 resolves to a known free port at once.
+uvicorn's HTTP protocol is subclassed to track open connections (``drops.tracking_protocol``), so that
+injected faults can drop them; proxy headers are ignored so that ``scope["client"]`` is the real peer.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Any, TypeVar
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from .app import SandboxApi, create_app
 from .config import SandboxConfig
+from .drops import tracking_protocol
 
 API_PATH = "/replicate/v1"
 
@@ -62,15 +66,18 @@ class _Server(uvicorn.Server):
 
 def build_server(app: Starlette) -> uvicorn.Server:
     """A quiet uvicorn server for ``app`` (made by ``create_app``) that leaves logging alone."""
+    api: SandboxApi = app.state.sandbox
     config = uvicorn.Config(
         app,
+        http=tracking_protocol(AutoHTTPProtocol, api.connections),
+        proxy_headers=False,
         log_config=None,
         log_level="warning",
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    return _Server(config, api=app.state.sandbox)
+    return _Server(config, api=api)
 
 
 class Sandbox:

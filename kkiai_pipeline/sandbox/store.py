@@ -6,8 +6,12 @@ from its timestamps and from whether its files are drawn yet (see ``Store.snapsh
     starting    for queue_seconds after creation
     processing  for predict_seconds after that, and for as long as the files are still being drawn
     succeeded   output files ready
-    failed      the input carried the fail marker, an unusable file, or the stand-in model refused it
-    canceled    cancel was called before it reached one of the other terminal states
+    failed      the input carried the fail marker, an unusable file, the stand-in model refused it, or
+                a failure was injected (at the end of processing, or when it should have started)
+    canceled    cancel was called before it reached one of the other terminal states, or its
+                ``Cancel-After`` deadline passed while it was processing
+    aborted     its deadline passed while it was still starting; only predictions created with a
+                deadline can end so, which keeps clients that predate ``aborted`` working
 
 Files are drawn in a thread pool as soon as the prediction is created, so the event loop stays free
 and thousands of predictions can be in flight at once. The store is used from the server's event loop
@@ -17,6 +21,7 @@ only (the render callbacks run there too), so it needs no locks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import string
 import time
@@ -29,9 +34,9 @@ from ..catalog import ModelSpec
 from . import models
 from .models import OutputFile
 
-Status = Literal["starting", "processing", "succeeded", "failed", "canceled"]
-STATUSES: tuple[Status, ...] = ("starting", "processing", "succeeded", "failed", "canceled")
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
+Status = Literal["starting", "processing", "succeeded", "failed", "canceled", "aborted"]
+STATUSES: tuple[Status, ...] = ("starting", "processing", "succeeded", "failed", "canceled", "aborted")
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "aborted"})
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _ID_LENGTH = 26
@@ -58,7 +63,12 @@ class RenderResult:
 
 @dataclass(eq=False)
 class Prediction:
-    """One prediction as the store keeps it; times are on the store's monotonic clock."""
+    """One prediction as the store keeps it; times are on the store's monotonic clock.
+
+    ``planned_error`` fails it at ``due`` (after processing), or at ``started`` without ever processing
+    when ``fails_starting``. ``deadline`` comes from ``Cancel-After``; once it passes, ``canceled_at``
+    holds it and ``aborted`` says whether the prediction had not started by then.
+    """
 
     id: str
     model: ModelSpec
@@ -70,8 +80,11 @@ class Prediction:
     due: float
     sequence: int
     planned_error: str | None = None
+    fails_starting: bool = False
+    deadline: float | None = None
     render: asyncio.Future[RenderResult] | None = None
     canceled_at: float | None = None
+    aborted: bool = False
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -122,10 +135,12 @@ class Store:
         *,
         files: Mapping[str, bytes],
         planned_error: str | None = None,
+        fails_starting: bool = False,
+        cancel_after: float | None = None,
     ) -> Prediction:
         """A new prediction; its files start being drawn at once unless it is meant to fail.
 
-        Must be called from the running event loop.
+        ``cancel_after`` (seconds from now) sets its deadline. Must be called from the running event loop.
         """
         now = self._clock()
         prediction = Prediction(
@@ -139,6 +154,8 @@ class Store:
             due=now + self._queue_seconds + self._predict_seconds,
             sequence=len(self._predictions),
             planned_error=planned_error,
+            fails_starting=planned_error is not None and fails_starting,
+            deadline=None if cancel_after is None else now + cancel_after,
         )
         if planned_error is None:
             prediction.render = self._submit(prediction, dict(files))
@@ -191,9 +208,21 @@ class Store:
         """The state of ``prediction`` now."""
         now = self._clock()
         p = prediction
-        if p.canceled_at is not None:
-            started = p.started if p.canceled_at >= p.started else None
-            return Snapshot("canceled", started=started, completed=p.canceled_at)
+        if p.canceled_at is None:
+            natural = self._natural(p, now)
+            if not self._missed_deadline(p, natural, now):
+                return natural
+            self._expire(p)
+        assert p.canceled_at is not None
+        if p.aborted:
+            return Snapshot("aborted", completed=p.canceled_at)
+        started = p.started if p.canceled_at >= p.started else None
+        return Snapshot("canceled", started=started, completed=p.canceled_at)
+
+    def _natural(self, p: Prediction, now: float) -> Snapshot:
+        """The state of ``p`` if nobody cancels it and no deadline stops it."""
+        if p.fails_starting and now >= p.started:
+            return Snapshot("failed", completed=p.started, error=p.planned_error)
         if now < p.started:
             return Snapshot("starting")
         if now < p.due:
@@ -211,25 +240,46 @@ class Store:
             )
         return Snapshot("succeeded", started=p.started, completed=completed, files=result.files, progress=1.0)
 
+    @staticmethod
+    def _missed_deadline(p: Prediction, natural: Snapshot, now: float) -> bool:
+        """Whether ``p`` has a deadline that passed before it reached a terminal state."""
+        if p.deadline is None or now < p.deadline:
+            return False
+        return natural.completed is None or natural.completed > p.deadline
+
+    def _expire(self, p: Prediction) -> None:
+        """Stops ``p`` at its deadline, for good: aborted if it had not started by then, else canceled."""
+        assert p.deadline is not None
+        p.canceled_at = p.deadline
+        p.aborted = p.deadline < p.started
+        p.cancel_event.set()
+        if p.render is not None:
+            p.render.cancel()
+
     async def settle(self, prediction: Prediction, timeout: float) -> Snapshot:
         """Waits (without blocking the loop) until ``prediction`` is terminal or ``timeout`` passed."""
-        deadline = self._clock() + timeout
+        until = self._clock() + timeout
         canceled = asyncio.ensure_future(prediction.cancel_event.wait())
         released = asyncio.ensure_future(self._released.wait())
         try:
             while (snapshot := self.snapshot(prediction)).status not in TERMINAL:
                 now = self._clock()
-                if now >= deadline or self._released.is_set():
+                if now >= until or self._released.is_set():
                     return snapshot
                 waiting: set[asyncio.Future[Any]] = {canceled, released}
                 if now >= prediction.due and prediction.render is not None:
                     waiting.add(prediction.render)
-                wake = deadline if now >= prediction.due else min(prediction.due, deadline)
+                wake = min(until, _next_change(prediction, now))
                 await asyncio.wait(waiting, timeout=wake - now, return_when=asyncio.FIRST_COMPLETED)
             return snapshot
         finally:
             canceled.cancel()
             released.cancel()
+
+    async def idle(self, seconds: float) -> None:
+        """Sleeps ``seconds`` without blocking the loop, or less if the server starts stopping."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._released.wait(), timeout=seconds)
 
     def release_waiters(self) -> None:
         """Makes every ``settle``, pending or future, return at once: the server is stopping."""
@@ -246,6 +296,13 @@ class Store:
             counts["total"] += 1
             counts[self.snapshot(prediction).status] += 1
         return counts
+
+
+def _next_change(p: Prediction, now: float) -> float:
+    """The next moment after ``now`` at which the clock alone may change the status of ``p``."""
+    moments = [p.due, p.deadline, p.started if p.fails_starting else None]
+    upcoming = [moment for moment in moments if moment is not None and moment > now]
+    return min(upcoming, default=float("inf"))
 
 
 def _result(render: asyncio.Future[RenderResult] | None, now: float) -> RenderResult | None:

@@ -1,4 +1,4 @@
-"""The JSON the sandbox sends: prediction objects, their logs, and problem+json bodies.
+"""What the sandbox sends: prediction objects, their logs, problem+json bodies and error pages.
 
 Prediction ``urls`` deliberately point at ``https://api.replicate.com/v1/...``, as pass-through
 proxies return them: clients must build their own URLs from their base URL, not follow these.
@@ -11,13 +11,16 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from starlette.responses import HTMLResponse, JSONResponse
+
 from . import models
 from .config import SyncFinalStatus
 from .models import OutputFile
-from .store import Prediction, Snapshot
+from .store import TERMINAL, Prediction, Snapshot
 
 UPSTREAM_API = "https://api.replicate.com/v1"
 UPSTREAM_WEB = "https://replicate.com/p"
+PROBLEM_JSON = "application/problem+json"
 
 Link = Callable[[OutputFile], str]
 Wall = Callable[[float], float]
@@ -48,6 +51,8 @@ def prediction_json(prediction: Prediction, snapshot: Snapshot, *, wall: Wall, l
         "status": s.status,
         "created_at": timestamp(wall(p.created)),
     }
+    if p.deadline is not None:
+        doc["deadline"] = timestamp(wall(p.deadline))
     if s.started is not None:
         doc["started_at"] = timestamp(wall(s.started))
     if s.completed is not None:
@@ -73,7 +78,7 @@ def sync_json(
     """The prediction object as a ``Prefer: wait`` create returns it.
 
     Finished in time: the recorded API says ``processing`` with the full output (``final_status``)
-    and no ``completed_at``/``metrics``. Failed or canceled: as is. Not finished: ``starting``,
+    and no ``completed_at``/``metrics``. Failed, canceled or aborted: as is. Not finished: ``starting``,
     which replicate-python 1.0.7 takes as its cue to poll.
     """
     if snapshot.status == "succeeded" and data_uris:
@@ -83,7 +88,7 @@ def sync_json(
         doc["status"] = "processing"
         doc.pop("completed_at", None)
         doc.pop("metrics", None)
-    elif snapshot.status not in ("succeeded", "failed", "canceled"):
+    elif snapshot.status not in TERMINAL:
         doc["status"] = "starting"
     return doc
 
@@ -112,11 +117,13 @@ def metrics(prediction: Prediction, snapshot: Snapshot) -> dict[str, Any]:
 
 
 def logs(prediction: Prediction, snapshot: Snapshot) -> str | None:
-    """The seed line and tqdm-like progress so far; None once canceled, as the real API does."""
-    if snapshot.status == "canceled":
+    """The seed line and tqdm-like progress so far; None once canceled (as the real API does) or aborted."""
+    if snapshot.status in ("canceled", "aborted"):
         return None
     if snapshot.status == "starting":
         return ""
+    if snapshot.started is None:  # failed before it started: nothing ran
+        return f"{snapshot.error}\n"
     total = prediction.steps
     duration = prediction.due - prediction.started
     lines = [f"Using seed: {prediction.seed}"]
@@ -167,3 +174,41 @@ def invalid_version() -> dict[str, Any]:
         "The specified version does not exist (or perhaps you don't have permission to use it?)",
         title="Invalid version or not permitted",
     )
+
+
+def throttled(retry_after: int) -> dict[str, Any]:
+    """429, as the API throttles: the wait is in the body's ``retry_after`` (seconds)."""
+    detail = f"Request was throttled. Your rate limit resets in ~{retry_after}s."
+    return problem(429, detail, retry_after=retry_after)
+
+
+def server_error(status: int) -> dict[str, Any]:
+    """A 5xx problem+json body, as the API itself answers one."""
+    titles = {500: "Internal Server Error", 503: "Service Unavailable"}
+    title = titles.get(status, "Server Error")
+    return problem(status, "The server had a problem handling the request; try again.", title=title)
+
+
+def edge_page(status: int) -> str:
+    """A 5xx HTML page, as the edge proxy in front of the API answers one."""
+    reasons = {
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+        504: "Gateway Time-out",
+    }
+    title = f"{status} {reasons.get(status, 'Server Error')}"
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n"
+        "<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
+    )
+
+
+def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    """``body`` as application/problem+json, with its ``status`` as the HTTP status."""
+    return JSONResponse(body, status_code=int(body["status"]), media_type=PROBLEM_JSON, headers=headers)
+
+
+def edge_response(status: int) -> HTMLResponse:
+    """``edge_page(status)`` as an HTML response with that status."""
+    return HTMLResponse(edge_page(status), status_code=status)

@@ -9,7 +9,7 @@ from kkiai_pipeline.sandbox import SandboxConfig
 
 FAST = SandboxConfig(queue_seconds=0.02, predict_seconds=0.05)
 AUTH = {"Authorization": "Bearer test-token"}
-TERMINAL = {"succeeded", "failed", "canceled"}
+TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
 
 
 def version_of(ref: str) -> str:

@@ -347,7 +347,21 @@ def test_stats_count_requests_and_predictions(api: httpx.Client, sandbox: Sandbo
             "succeeded": 0,
             "failed": 0,
             "canceled": 0,
+            "aborted": 0,
         },
+        "faults": {
+            "poll_5xx": 0,
+            "create_429": 0,
+            "drop_before_create": 0,
+            "drop_after_create": 0,
+            "drop_poll": 0,
+            "slow": 0,
+            "fail": 0,
+            "file_5xx": 0,
+            "drop_file": 0,
+            "rate_limited": 0,
+        },
+        "duplicates": 0,
     }
     done = wait_done(api, create(api).json()["id"])
     failing = create(api, {**SMALL, "prompt": "[sandbox:fail]"}).json()["id"]
@@ -364,6 +378,7 @@ def test_stats_count_requests_and_predictions(api: httpx.Client, sandbox: Sandbo
         "succeeded": 1,
         "failed": 1,
         "canceled": 0,
+        "aborted": 0,
     }
     assert {k: v for k, v in stats["requests"].items() if k != "get"} == {
         "create": 2,

@@ -99,6 +99,69 @@ def test_cli_options_map_to_the_config() -> None:
     assert config_from(build_parser().parse_args([])) == SandboxConfig()
 
 
+def test_config_rejects_bad_fault_settings() -> None:
+    with pytest.raises(ValueError, match=r"poll_5xx_rate must be between 0 and 1, not 1\.5"):
+        SandboxConfig(poll_5xx_rate=1.5)
+    with pytest.raises(ValueError, match=r"drop_file_rate must be between 0 and 1, not -0\.1"):
+        SandboxConfig(drop_file_rate=-0.1)
+    with pytest.raises(ValueError, match="retry_after_seconds must be at least 1"):
+        SandboxConfig(retry_after_seconds=0)
+    with pytest.raises(ValueError, match="slow_seconds and min_cancel_after_seconds must not be negative"):
+        SandboxConfig(slow_seconds=-1)
+    with pytest.raises(
+        ValueError, match="create_rate_per_minute and other_rate_per_minute must be at least 1"
+    ):
+        SandboxConfig(other_rate_per_minute=0)
+
+
+def test_cli_fault_and_limit_options_map_to_the_config() -> None:
+    args = build_parser().parse_args(
+        [
+            "--fault-seed=7",
+            "--poll-5xx-rate=0.1",
+            "--create-429-rate=0.2",
+            "--retry-after-seconds=3",
+            "--drop-before-create-rate=0.3",
+            "--drop-after-create-rate=0.4",
+            "--drop-poll-rate=0.5",
+            "--slow-rate=0.6",
+            "--slow-seconds=1.5",
+            "--fail-rate=0.7",
+            "--file-5xx-rate=0.8",
+            "--drop-file-rate=0.9",
+            "--create-rate-per-minute=10",
+            "--other-rate-per-minute=20",
+            "--enforce-rate-limits",
+            "--min-cancel-after-seconds=0.5",
+        ]
+    )
+    assert config_from(args) == SandboxConfig(
+        fault_seed=7,
+        poll_5xx_rate=0.1,
+        create_429_rate=0.2,
+        retry_after_seconds=3,
+        drop_before_create_rate=0.3,
+        drop_after_create_rate=0.4,
+        drop_poll_rate=0.5,
+        slow_rate=0.6,
+        slow_seconds=1.5,
+        fail_rate=0.7,
+        file_5xx_rate=0.8,
+        drop_file_rate=0.9,
+        create_rate_per_minute=10,
+        other_rate_per_minute=20,
+        enforce_rate_limits=True,
+        min_cancel_after_seconds=0.5,
+    )
+
+
+def test_cli_rejects_a_bad_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--fail-rate", "2"])
+    assert caught.value.code == 2
+    assert "fail_rate must be between 0 and 1, not 2.0" in capsys.readouterr().err
+
+
 def test_cli_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["--port", "70000"])

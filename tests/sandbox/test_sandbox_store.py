@@ -167,6 +167,7 @@ def test_counts_since_reset(store: Store, clock: FakeClock) -> None:
             "succeeded": 0,
             "failed": 1,
             "canceled": 0,
+            "aborted": 0,
         }
 
     asyncio.run(scenario())
