@@ -35,6 +35,7 @@ class StepRecord:
 
     model: str
     version: str
+    depends_on: list[str] = field(default_factory=list)
     status: StepStatus = "pending"
     input: dict[str, Any] | None = None
     prediction_id: str | None = None

@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .execution import Executor
 from .localfiles import LocalFiles
 from .pipeline import Pipeline
-from .planning import Plan, plan
+from .planning import Plan, PlannedStep, plan
 from .rundir import MANIFEST, RunRecord, StepRecord, load_record
 from .settings import ApiSettings, Settings
 from .step_runner import StepOptions, StepRunner
@@ -84,7 +84,7 @@ def previous_record(the_plan: Plan, settings: Settings) -> RunRecord | None:
     for step in the_plan.steps:
         old = record.steps.get(step.id)
         if old is None or (old.model, old.version) != (step.model.ref, step.model.version):
-            record.steps[step.id] = StepRecord(model=step.model.ref, version=step.model.version)
+            record.steps[step.id] = _step_record(step)
     record.steps = {s.id: record.steps[s.id] for s in the_plan.steps}
     return record
 
@@ -170,6 +170,10 @@ def _interrupts_cancel(task: asyncio.Task[Any] | None) -> Iterator[None]:
             loop.remove_signal_handler(signum)
 
 
+def _step_record(step: PlannedStep) -> StepRecord:
+    return StepRecord(model=step.model.ref, version=step.model.version, depends_on=sorted(step.depends_on))
+
+
 def open_cache(settings: Settings) -> PredictionCache | None:
     """The prediction cache, unless ``cache=false``."""
     return PredictionCache(settings.cache_dir) if settings.cache and settings.cache_dir else None
@@ -182,7 +186,7 @@ def api_identity(api: ApiSettings, base_url: str) -> str:
 
 def new_record(the_plan: Plan, settings: Settings, *, base_url: str) -> RunRecord:
     """A fresh run.json for ``the_plan``: every step pending."""
-    steps = {s.id: StepRecord(model=s.model.ref, version=s.model.version) for s in the_plan.steps}
+    steps = {s.id: _step_record(s) for s in the_plan.steps}
     source = str(the_plan.pipeline.source) if the_plan.pipeline.source else None
     api = {"kind": settings.api.kind, "base_url": base_url}
     return RunRecord(settings.run_dir, the_plan.pipeline.name, api, steps, source=source, seed=settings.seed)
