@@ -24,7 +24,7 @@ from .api.client import PredictionsClient
 from .api.prediction import Prediction, output_urls, parse_timestamp
 from .artifacts import Downloader
 from .cache import CacheEntry, PredictionCache, cache_key, files_of
-from .errors import AmbiguousCreateError, DeadlineExceeded
+from .errors import AmbiguousCreateError, ApiError, DeadlineExceeded, KkiaiError
 from .outputs import content_keys, kept_output, reusable_output
 from .planning import PlannedStep
 from .rundir import RunRecord, StepRecord, StepStatus, utc_now
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 OnInterrupt = Literal["cancel", "leave"]
 _ENDED: dict[str, StepStatus] = {"succeeded": "succeeded", "canceled": "canceled", "aborted": "aborted"}
 CANCEL_GRACE_SECONDS = 15.0
+MAX_LOST_CREATES = 5  # how often a create the API's list shows never arrived is sent again
+LIST_SETTLE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,7 @@ class StepRunner:
         if rec.prediction_id is None:
             found = await self._find_lost_create(step, rec, rec.input or {})
             if found is None:
-                log.warning(
-                    "step %s: no prediction of the interrupted create was found; creating one", step.id
-                )
+                log.warning("step %s: the interrupted create never reached the API; creating it now", step.id)
                 return await self.run(step, rec.input or {}, known=known)
             self._created(step, rec, found)
         log.info("step %s: re-attaching to prediction %s", step.id, rec.prediction_id)
@@ -137,45 +137,62 @@ class StepRunner:
 
     async def _attempt(self, step: PlannedStep, rec: StepRecord, input: dict[str, Any]) -> Prediction:
         timeout = step.step.timeout or self.options.timeout
-        rec.status, rec.error, rec.creating_since = "running", None, utc_now()
-        self.record.save()  # the intent is on disk before the POST: resume can look for what it made
-        create = asyncio.ensure_future(
-            self.client.create(step.model.version_ref, input, cancel_after=timeout)
-        )
-        try:
-            prediction = await asyncio.shield(create)
-        except asyncio.CancelledError:
-            # Interrupted while the create was in flight: its answer is the only way to know the id.
-            prediction = await self._answer(step, rec, input, create)
-            self._created(step, rec, prediction)
-            await self._interrupted(step, rec, prediction)
-            raise
-        except AmbiguousCreateError:
-            prediction = await self._answer(step, rec, input, create)
-        self._created(step, rec, prediction)
+        rec.status, rec.error = "running", None
+        prediction = await self._create(step, rec, input, timeout)
         prediction = await self._follow(step, rec, prediction, deadline=time.monotonic() + timeout)
         self._end_attempt(step, rec, prediction)
         return prediction
 
-    async def _answer(
-        self, step: PlannedStep, rec: StepRecord, input: Mapping[str, Any], create: asyncio.Future[Prediction]
+    async def _create(
+        self, step: PlannedStep, rec: StepRecord, input: dict[str, Any], timeout: float
     ) -> Prediction:
-        """The created prediction, even when the create's answer was lost (then from the API's list)."""
-        try:
-            return await create
-        except AmbiguousCreateError:
-            found = await self._find_lost_create(step, rec, input)
-            if found is None:
+        """Create once, even when answers get lost: a lost create is looked up in the API's list and sent
+        again only when the list shows it never arrived."""
+        for resend in range(MAX_LOST_CREATES + 1):
+            rec.creating_since = utc_now()
+            self.record.save()  # the intent is on disk before the POST: resume can look for what it made
+            create = asyncio.ensure_future(
+                self.client.create(step.model.version_ref, input, cancel_after=timeout)
+            )
+            try:
+                prediction = await asyncio.shield(create)
+            except asyncio.CancelledError:
+                # Interrupted while the create was in flight: its answer is the only way to know the id.
+                prediction = await create
+                self._created(step, rec, prediction)
+                await self._interrupted(step, rec, prediction)
                 raise
-            return found
+            except AmbiguousCreateError:
+                found = await self._find_lost_create(step, rec, input)
+                if found is None and resend < MAX_LOST_CREATES:
+                    log.warning(
+                        "step %s: the create never reached the API (not in its list); sending it again",
+                        step.id,
+                    )
+                    continue
+                if found is None:
+                    raise
+                prediction = found
+            self._created(step, rec, prediction)
+            return prediction
+        raise AssertionError("unreachable")
 
     async def _find_lost_create(
         self, step: PlannedStep, rec: StepRecord, input: Mapping[str, Any]
     ) -> Prediction | None:
+        """The prediction a create whose answer was lost made, or None if the API's list shows none.
+
+        Raises AmbiguousCreateError when the list cannot tell (it is unavailable, or answers an error).
+        """
         since = parse_timestamp(rec.creating_since)
-        if since is None:
-            return None
-        found = await self.client.find_created(step.model.version_ref, input, since=since)
+        try:
+            if since is None:
+                raise ApiError("no time of the create is on record", status_code=0)
+            await asyncio.sleep(LIST_SETTLE_SECONDS)  # let the API's list catch up with the create
+            found = await self.client.find_created(step.model.version_ref, input, since=since)
+        except KkiaiError as exc:
+            reason = f"its answer was lost and the API's list of predictions cannot tell ({exc})"
+            raise AmbiguousCreateError(method="POST", path="/predictions", reason=reason) from exc
         if found is not None:
             log.warning("step %s: the create's answer was lost; found its prediction %s", step.id, found.id)
         return found

@@ -213,15 +213,10 @@ class PredictionsClient:
         """The newest prediction of ``version`` with exactly ``input``, created at or after ``since``.
 
         How a create whose answer was lost (a crash, a dropped connection) is found again instead of
-        being paid for twice. Reads the first page of ``GET /predictions``; returns None when nothing
-        matches or the API has no such list.
+        being paid for twice. Reads the first page of ``GET /predictions``; returns None only when the
+        list answered and nothing matches (an API without the list raises its ApiError).
         """
-        try:
-            response = await self._request("GET", "/predictions")
-        except ApiError as exc:
-            if exc.status_code in (404, 405, 501):
-                return None
-            raise
+        response = await self._request("GET", "/predictions")
         body = json_or_none(response)
         results = body.get("results") if isinstance(body, dict) else None
         wanted = _canonical(input)
