@@ -122,7 +122,7 @@ class Executor:
         rec.status = "skipped"
         rec.error = f"skipped: dependency {', '.join(repr(b) for b in blocked)} did not succeed"
         log.info("step %s skipped (%s)", step.id, rec.error)
-        self.record.save()
+        self.record.note(step.id)
         if self.progress:
             self.progress.step_finished(step.id, "skipped")
 
@@ -138,7 +138,7 @@ class Executor:
                 log.error("step %s failed: %s", step.id, exc)
             if output is not None:
                 self._succeeded(step, output)
-        self.record.save()
+        self.record.note(step.id)
         if self.progress:
             self.progress.step_finished(step.id, rec.status)
 
@@ -172,7 +172,7 @@ class Executor:
         else:
             self.record.status = "succeeded" if statuses == {"succeeded"} else "failed"
         self.record.finished_at = utc_now()
-        self.record.save()
+        self.record.close()
         return self.record
 
 

@@ -1,7 +1,15 @@
 """The run directory's manifest, ``run.json``: what was asked, sent, received and stored.
 
-It is rewritten atomically (temporary file, fsync, rename) at every state change, so a crash leaves
-either the previous or the new version, never half of one. The API token is never part of it.
+Two files keep it:
+
+- ``run.json``, the whole record, rewritten atomically (temporary file, fsync, rename) at the start,
+  at most once a second while the run goes on, and at the end;
+- ``run.journal``, one JSON line per step change, appended as it happens; the changes that must
+  survive a crash (the intent to create, a prediction id) are fsynced before the run goes on.
+
+Rewriting a whole run.json at every change would cost O(steps) per change, O(steps²) per run; the
+journal keeps each change O(1). Loading replays the journal over run.json; a finished run removes
+the journal. The API token is never part of either.
 
 Step statuses: ``pending`` (not started), ``running`` (rendering, creating or waiting), ``succeeded``,
 ``failed``, ``canceled``, ``aborted`` (as the prediction ended), ``skipped`` (a dependency did not succeed).
@@ -12,16 +20,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from .artifacts import Artifact
 
 StepStatus = Literal["pending", "running", "succeeded", "failed", "canceled", "aborted", "skipped"]
 RunStatus = Literal["running", "succeeded", "failed", "canceled"]
 MANIFEST = "run.json"
+JOURNAL = "run.journal"
+SNAPSHOT_INTERVAL = 1.0  # seconds between rewrites of run.json while a run goes on
 
 
 def utc_now() -> str:
@@ -65,6 +76,9 @@ class RunRecord:
     status: RunStatus = "running"
     started_at: str = field(default_factory=utc_now)
     finished_at: str | None = None
+    traffic: dict[str, Any] = field(default_factory=dict)  # request, retry and download counters
+    _journal: IO[str] | None = field(default=None, repr=False, compare=False)
+    _snapshot_at: float = field(default=0.0, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,18 +89,46 @@ class RunRecord:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "api": self.api,
+            "traffic": self.traffic,
             "steps": {sid: asdict(step) for sid, step in self.steps.items()},
         }
 
     def save(self) -> None:
+        """Write the whole record to run.json now."""
         write_json_atomic(self.run_dir / MANIFEST, self.to_json())
+        self._snapshot_at = time.monotonic()
+
+    def note(self, step_id: str, *, durable: bool = False) -> None:
+        """Record a change of one step: appended to the journal (fsynced if ``durable``)."""
+        if self._journal is None:
+            self._journal = (self.run_dir / JOURNAL).open("a", encoding="utf-8")
+        line = json.dumps({"step": step_id, "record": asdict(self.steps[step_id])}, default=str)
+        self._journal.write(line + "\n")
+        self._journal.flush()
+        if durable:
+            os.fsync(self._journal.fileno())
+        if time.monotonic() - self._snapshot_at >= SNAPSHOT_INTERVAL:
+            self.save()
+
+    def close(self) -> None:
+        """Write the final run.json; the journal, now contained in it, is removed."""
+        self.save()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        (self.run_dir / JOURNAL).unlink(missing_ok=True)
 
 
 def load_record(run_dir: Path) -> RunRecord:
-    """The run recorded in ``run_dir/run.json`` (for resuming); raises OSError/ValueError if unreadable."""
+    """The run in ``run_dir`` (for resuming): run.json with the journal replayed over it.
+
+    Raises OSError/ValueError if run.json is unreadable; a torn last journal line is ignored.
+    """
     raw = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+    latest = dict(raw["steps"])
+    latest.update(_journal_entries(run_dir / JOURNAL))
     steps = {}
-    for sid, step in raw["steps"].items():
+    for sid, step in latest.items():
         outputs = [Artifact(**a) for a in step.pop("outputs", [])]
         steps[sid] = StepRecord(**step, outputs=outputs)
     return RunRecord(
@@ -99,7 +141,23 @@ def load_record(run_dir: Path) -> RunRecord:
         status=raw["status"],
         started_at=raw["started_at"],
         finished_at=raw.get("finished_at"),
+        traffic=raw.get("traffic") or {},
     )
+
+
+def _journal_entries(path: Path) -> dict[str, dict[str, Any]]:
+    entries: dict[str, dict[str, Any]] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return entries
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # the line a crash cut short
+        entries[entry["step"]] = entry["record"]
+    return entries
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

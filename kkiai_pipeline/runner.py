@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,8 @@ async def execute(
         with _interrupts_cancel(asyncio.current_task()):
             return await executor.run()
     finally:
+        record.traffic = {"api": asdict(client.stats), "downloads": asdict(downloader.stats)}
+        record.save()
         progress.close()
         await client.aclose()
         await downloader.aclose()

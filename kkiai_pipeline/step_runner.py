@@ -150,7 +150,7 @@ class StepRunner:
         again only when the list shows it never arrived."""
         for resend in range(MAX_LOST_CREATES + 1):
             rec.creating_since = utc_now()
-            self.record.save()  # the intent is on disk before the POST: resume can look for what it made
+            self.record.note(step.id, durable=True)  # the intent is on disk before the POST
             create = asyncio.ensure_future(
                 self.client.create(step.model.version_ref, input, cancel_after=timeout)
             )
@@ -201,7 +201,7 @@ class StepRunner:
         rec.prediction_id, rec.creating_since = prediction.id, None
         rec.attempts.append({"prediction_id": prediction.id, "status": prediction.status, "error": None})
         self._note(rec, prediction)
-        self.record.save()  # the id is on disk before anything waits on it
+        self.record.note(step.id, durable=True)  # the id is on disk before anything waits on it
         log.info("step %s: created prediction %s (%s)", step.id, prediction.id, prediction.status)
 
     async def _follow(
@@ -210,7 +210,7 @@ class StepRunner:
         async def on_update(update: Prediction) -> None:
             log.info("step %s: prediction %s is %s", step.id, update.id, update.status)
             self._note(rec, update)
-            self.record.save()
+            self.record.note(step.id)
 
         try:
             return await self.client.wait(prediction, on_update=on_update, deadline=deadline)
@@ -229,11 +229,11 @@ class StepRunner:
         if self.options.on_interrupt == "leave":
             rec.status, rec.error = "running", "left running when interrupted; resume re-attaches to it"
             log.warning("step %s: prediction %s left running", step.id, prediction.id)
-            self.record.save()
+            self.record.note(step.id, durable=True)
             return
         final = await self._cancel(rec, prediction, reason="canceled when the run was interrupted")
         self._end_attempt(step, rec, final)
-        self.record.save()
+        self.record.note(step.id, durable=True)
 
     async def _cancel(self, rec: StepRecord, prediction: Prediction, *, reason: str) -> Prediction:
         assert prediction.id is not None

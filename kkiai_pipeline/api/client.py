@@ -30,12 +30,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, NoReturn
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
 from ..errors import ApiError, ConfigError, DeadlineExceeded, KkiaiError
 from .errors import ambiguous_create, error_from_exception, error_from_response, json_or_none, response_reason
-from .prediction import Prediction, parse_prediction, parse_timestamp
+from .prediction import Prediction, parse_prediction
 from .ratelimit import RateLimits, shared_limits
 from .retries import RetryPolicy, Verdict, exception_verdict, server_delay, status_verdict
 
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 MAX_WAIT_SECONDS = 60  # the API holds a create at most this long with Prefer: wait
 MIN_CANCEL_AFTER_SECONDS = 5  # the API's shortest Cancel-After
 CLOCK_SKEW = timedelta(seconds=30)  # our clock against the API's, when matching creation times
+MAX_LIST_PAGES = 50  # of 100 predictions each, when looking for a lost create
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -213,21 +215,26 @@ class PredictionsClient:
         """The newest prediction of ``version`` with exactly ``input``, created at or after ``since``.
 
         How a create whose answer was lost (a crash, a dropped connection) is found again instead of
-        being paid for twice. Reads the first page of ``GET /predictions``; returns None only when the
-        list answered and nothing matches (an API without the list raises its ApiError).
+        being paid for twice. Pages through ``GET /predictions?created_after=...`` (newest first),
+        taking each page's cursor but never following its ``next`` URL, which a proxy may point
+        elsewhere. Returns None only when the list answered and nothing matches; an API without the
+        list raises its ApiError.
         """
-        response = await self._request("GET", "/predictions")
-        body = json_or_none(response)
-        results = body.get("results") if isinstance(body, dict) else None
         wanted = _canonical(input)
         version_hash = version.rpartition(":")[2]
-        earliest = since - CLOCK_SKEW
-        for item in results if isinstance(results, list) else []:
-            if not isinstance(item, dict) or item.get("version") not in (version_hash, version):
-                continue
-            created = parse_timestamp(item.get("created_at"))
-            if _canonical(item.get("input")) == wanted and (created is None or created >= earliest):
-                return parse_prediction(item)
+        params: dict[str, str] = {"created_after": (since - CLOCK_SKEW).isoformat().replace("+00:00", "Z")}
+        for _ in range(MAX_LIST_PAGES):
+            body = json_or_none(await self._request("GET", "/predictions", params=params))
+            if not isinstance(body, dict):
+                return None
+            for item in body.get("results") or []:
+                ours = isinstance(item, dict) and item.get("version") in (version_hash, version)
+                if ours and _canonical(item.get("input")) == wanted:
+                    return parse_prediction(item)
+            cursor = _cursor(body.get("next"))
+            if cursor is None:
+                return None
+            params["cursor"] = cursor
         return None
 
     async def wait(
@@ -381,6 +388,14 @@ def _past_deadline(prediction: Prediction, failing: str | None = None) -> Deadli
     if failing:
         message += f" (the API was failing meanwhile: {failing})"
     return DeadlineExceeded(message, prediction=prediction)
+
+
+def _cursor(next_url: Any) -> str | None:
+    """The ``cursor`` of a list page's ``next`` URL (whatever host it names)."""
+    if not isinstance(next_url, str):
+        return None
+    values = parse_qs(urlsplit(next_url).query).get("cursor")
+    return values[0] if values else None
 
 
 def _canonical(value: Any) -> str:

@@ -26,13 +26,14 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..api.prediction import parse_timestamp
 from ..catalog import Catalog, ModelSpec, default_catalog
 from . import deadlines, inputs, wire
 from .config import SandboxConfig
@@ -46,6 +47,7 @@ from .store import Prediction, Store, model_error
 from .wire import problem_response
 
 API = "/replicate/v1"
+LIST_PAGE = 100  # predictions per page of GET /predictions, as the API pages them
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -256,11 +258,21 @@ class SandboxApi:
         return JSONResponse(self._view(request, prediction))
 
     async def list_predictions(self, request: Request) -> Response:
-        """``GET /predictions``: one page of the newest 100, newest first."""
+        """``GET /predictions[?created_after=&cursor=]``: pages of 100, newest first.
+
+        ``next`` is an api.replicate.com URL, as pass-through proxies hand out: clients must take its
+        cursor, not follow it.
+        """
         if not self._authorized(request):
             return problem_response(wire.unauthenticated())
-        results = [self._view(request, p) for p in self.store.recent(100)]
-        return JSONResponse({"next": None, "previous": None, "results": results})
+        offset = _int_or_zero(request.query_params.get("cursor"))
+        created_after = _unix_time(request.query_params.get("created_after"))
+        page, more = self.store.page(offset=offset, limit=LIST_PAGE, created_after=created_after)
+        results = [self._view(request, p) for p in page]
+        after = request.query_params.get("created_after")
+        query = urlencode({"cursor": offset + LIST_PAGE, **({"created_after": after} if after else {})})
+        next_url = f"{wire.UPSTREAM_API}/predictions?{query}" if more else None
+        return JSONResponse({"next": next_url, "previous": None, "results": results})
 
     async def version(self, request: Request) -> Response:
         """``GET /models/{owner}/{name}/versions/{version}``."""
@@ -335,6 +347,18 @@ async def _json_object(request: Request) -> dict[str, Any] | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
+
+
+def _int_or_zero(text: str | None) -> int:
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0
+
+
+def _unix_time(text: str | None) -> float | None:
+    moment = parse_timestamp(text)
+    return moment.timestamp() if moment is not None else None
 
 
 def _invalid_input(invalid_fields: list[dict[str, Any]]) -> JSONResponse:

@@ -182,10 +182,17 @@ class Store:
         """The prediction with this id, or None."""
         return self._predictions.get(prediction_id)
 
-    def recent(self, limit: int = 100) -> list[Prediction]:
-        """The newest ``limit`` predictions, newest first."""
-        newest = list(self._predictions.values())[-limit:]
-        return newest[::-1]
+    def page(
+        self, *, offset: int, limit: int, created_after: float | None = None
+    ) -> tuple[list[Prediction], bool]:
+        """Predictions newest first, from ``offset``, at most ``limit``; and whether more follow.
+
+        ``created_after`` is a Unix time: older predictions are left out, as the API's filter does.
+        """
+        newest = list(reversed(self._predictions.values()))
+        if created_after is not None:
+            newest = [p for p in newest if self.wall(p.created) >= created_after]
+        return newest[offset : offset + limit], offset + limit < len(newest)
 
     def file(self, prediction_id: str, name: str) -> OutputFile | None:
         """An output file of a succeeded prediction, or None."""
