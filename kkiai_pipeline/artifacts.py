@@ -102,11 +102,22 @@ class _Retryable(Exception):
         super().__init__(message)
 
 
+def download_client(*, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """An HTTP client for output files, which several Downloaders (a sweep's jobs) may share.
+
+    Redirects are safe to follow: it carries no credentials to leak, and httpx refuses schemes other
+    than http(s).
+    """
+    timeout = httpx.Timeout(60.0, connect=10.0)
+    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=True)
+
+
 class Downloader:
     """Stores output files under a run directory.
 
     ``max_bytes`` caps each file; ``retry`` is the backoff policy (the API client's
-    ``ClientOptions.retry_policy()`` fits); ``sleep`` and ``jitter`` are for tests.
+    ``ClientOptions.retry_policy()`` fits); ``http`` is a shared client from :func:`download_client`
+    (else it makes its own); ``sleep`` and ``jitter`` are for tests.
     """
 
     def __init__(
@@ -116,6 +127,7 @@ class Downloader:
         transport: httpx.AsyncBaseTransport | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         retry: RetryPolicy | None = None,
+        http: httpx.AsyncClient | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
@@ -126,13 +138,12 @@ class Downloader:
         self.retry = retry or RetryPolicy()
         self.stats = DownloadStats()
         self._sleep, self._jitter = sleep, jitter
-        # Redirects are safe to follow: this client has no credentials to leak, and httpx refuses
-        # schemes other than http(s).
-        timeout = httpx.Timeout(60.0, connect=10.0)
-        self._http = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=True)
+        self._owns_http = http is None
+        self._http = http or download_client(transport=transport)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._owns_http:
+            await self._http.aclose()
 
     async def download(self, url: str, *, folder: Path, stem: str) -> Artifact:
         """Fetch ``url`` into ``folder/<stem><ext>`` atomically and return what was stored."""

@@ -24,6 +24,7 @@ from .errors import KkiaiError, PipelineError, Problem
 from .paths import shipped_dir
 from .pipeline import Pipeline, parse_pipeline, read_pipeline_file
 from .settings import load_settings
+from .sweep import SWEEP, note_error, queue, runs_deferred
 from .terminal import summary
 
 log = logging.getLogger("kkiai_pipeline")
@@ -57,6 +58,8 @@ def main() -> None:
         if exc.code == 1 and not _Job.started:
             raise SystemExit(2) from None
         raise
+    if SWEEP.exit_code:  # a multirun: its exit code says whether every job succeeded
+        raise SystemExit(SWEEP.exit_code)
 
 
 @hydra.main(version_base="1.3", config_path=str(shipped_dir("conf")), config_name="config")
@@ -75,9 +78,16 @@ def run_job(cfg: DictConfig) -> int:
     try:
         settings = load_settings(cfg, environ=os.environ, run_dir=run_dir)
         pipeline = load_pipeline(cfg, name=str(hydra_cfg.runtime.choices.get("pipeline")))
+        if runs_deferred() and not settings.dry_run:
+            plan = runner.make_plan(pipeline, settings)
+            runner.previous_record(plan, settings)  # refuses to run over an earlier run by accident
+            queue(plan, settings)  # the sweep's jobs run together when the multirun ends
+            return 0
         outcome = runner.run(pipeline, settings)
     except KkiaiError as exc:
         log.error("%s", exc)  # also into run.log; the console handler prints it
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            note_error(str(exc))
         return exc.exit_code
     if isinstance(outcome, str):  # a dry run's plan
         print(outcome)

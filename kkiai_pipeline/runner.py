@@ -10,22 +10,23 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from .api.client import PredictionsClient
-from .artifacts import Downloader
+from .artifacts import Downloader, download_client
 from .cache import PredictionCache
 from .catalog import Catalog, default_catalog
 from .dryrun import cache_verdicts, plan_text, write_plan
 from .errors import ConfigError
-from .execution import Executor
+from .execution import Executor, Progress
 from .localfiles import LocalFiles
 from .pipeline import Pipeline
 from .planning import Plan, PlannedStep, plan
+from .report import write_run_report
 from .rundir import MANIFEST, RunRecord, StepRecord, load_record
 from .settings import ApiSettings, Settings
 from .step_runner import StepOptions, StepRunner
@@ -103,6 +104,28 @@ def api_base_url(api: ApiSettings) -> Iterator[str]:
         yield sandbox.base_url
 
 
+@dataclass
+class Connections:
+    """What jobs running together share: one API client (so one connection pool and one rate limit)
+    and one HTTP client for output files."""
+
+    client: PredictionsClient
+    downloads: httpx.AsyncClient
+
+    @classmethod
+    def open(
+        cls, api: ApiSettings, base_url: str, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> Connections:
+        client = PredictionsClient(
+            base_url=base_url, token=api.token, options=api.client, transport=transport
+        )
+        return cls(client, download_client(transport=transport))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        await self.downloads.aclose()
+
+
 async def execute(
     the_plan: Plan,
     record: RunRecord,
@@ -113,34 +136,64 @@ async def execute(
 ) -> RunRecord:
     """Run every step of ``the_plan`` against ``base_url``; writes the run directory as it goes."""
     progress = ProgressBar(len(the_plan.steps), enabled=settings.progress)
-    client = PredictionsClient(
-        base_url=base_url, token=settings.api.token, options=settings.api.client, transport=transport
-    )
+    connections = Connections.open(settings.api, base_url, transport=transport)
+    try:
+        with interrupts_cancel(asyncio.current_task()):
+            return await execute_job(the_plan, record, settings, connections=connections, progress=progress)
+    finally:
+        progress.close()
+        await connections.aclose()
+
+
+async def execute_job(
+    the_plan: Plan,
+    record: RunRecord,
+    settings: Settings,
+    *,
+    connections: Connections,
+    progress: Progress | None = None,
+    shared: bool = False,
+) -> RunRecord:
+    """Run one job's plan over ``connections`` (the caller handles signals and closing).
+
+    ``shared``: other jobs use the same API client at the same time, so its counters belong to the
+    sweep (sweep.json), not to this job.
+    """
     downloader = Downloader(
         run_dir=settings.run_dir,
-        transport=transport,
+        http=connections.downloads,
         retry=settings.api.client.retry_policy(),
         max_bytes=settings.max_download_bytes,
     )
-    identity = api_identity(settings.api, base_url)
+    identity = api_identity(settings.api, connections.client.base_url)
     options = StepOptions(timeout=settings.timeout, on_interrupt=settings.on_interrupt, api_identity=identity)
     steps = StepRunner(
-        client=client, downloader=downloader, record=record, options=options, cache=open_cache(settings)
+        client=connections.client,
+        downloader=downloader,
+        record=record,
+        options=options,
+        cache=open_cache(settings),
     )
     executor = Executor(the_plan, steps=steps, record=record, options=settings.execution, progress=progress)
     try:
-        with _interrupts_cancel(asyncio.current_task()):
-            return await executor.run()
+        return await executor.run()
     finally:
-        record.traffic = {"api": asdict(client.stats), "downloads": asdict(downloader.stats)}
+        api = "shared by the sweep's jobs: see sweep.json" if shared else asdict(connections.client.stats)
+        record.traffic = {"api": api, "downloads": asdict(downloader.stats)}
         record.save()
-        progress.close()
-        await client.aclose()
-        await downloader.aclose()
+        _write_report(record)
+
+
+def _write_report(record: RunRecord) -> None:
+    """report.html for the run, whatever its end; a report that cannot be drawn never fails a run."""
+    try:
+        write_run_report(record.run_dir)
+    except OSError as exc:
+        log.error("could not write report.html: %s", exc)
 
 
 @contextmanager
-def _interrupts_cancel(task: asyncio.Task[Any] | None) -> Iterator[None]:
+def interrupts_cancel(task: asyncio.Task[Any] | None) -> Iterator[None]:
     """The first Ctrl-C or SIGTERM cancels ``task`` (predictions get canceled); the second exits at once.
 
     Signal handlers can only be set from the main thread; elsewhere (a job run in a worker thread)

@@ -42,7 +42,7 @@ class Settings:
 
     api: ApiSettings
     execution: ExecutionOptions
-    progress: bool
+    progress: bool | None  # None: only when stderr is a terminal
     run_dir: Path
     dry_run: bool = False
     seed: int | None = None
@@ -73,7 +73,7 @@ def load_settings(cfg: DictConfig, *, environ: Mapping[str, str], run_dir: Path)
     return Settings(
         api=api,
         execution=ExecutionOptions(max_concurrency=_positive_int(raw, "max_concurrency")),
-        progress=_flag(raw, "progress", default=True),
+        progress=_progress(raw.get("progress", "auto")),
         run_dir=run_dir,
         dry_run=dry_run,
         seed=seed,
@@ -135,6 +135,14 @@ def _client_options(raw: Mapping[str, Any]) -> ClientOptions:
             raise ConfigError(f"api.{option.name} must be a number >= 0, not {value!r}")
         values[option.name] = kind(value)
     return ClientOptions(**values)
+
+
+def _progress(value: Any) -> bool | None:
+    if value == "auto":
+        return None
+    if not isinstance(value, bool):
+        raise ConfigError(f"progress must be auto, true or false, not {value!r}")
+    return value
 
 
 def _flag(raw: Mapping[str, Any], name: str, *, default: bool) -> bool:

@@ -15,8 +15,10 @@ FAILED = frozenset({"failed", "canceled", "aborted"})
 class ProgressBar:
     """A tqdm bar on stderr: steps done of total, how many are running and how many failed."""
 
-    def __init__(self, total: int, *, enabled: bool, stream: TextIO | None = None) -> None:
-        self._bar = tqdm(total=total, unit="step", file=stream or sys.stderr, disable=not enabled, leave=True)
+    def __init__(self, total: int, *, enabled: bool | None, stream: TextIO | None = None) -> None:
+        # enabled=None (auto): tqdm draws only on a terminal, so logs and pipes get no carriage-return soup
+        disable = None if enabled is None else not enabled
+        self._bar = tqdm(total=total, unit="step", file=stream or sys.stderr, disable=disable, leave=True)
         self._started: set[str] = set()
         self._failed = 0
         self._refresh()
@@ -53,4 +55,7 @@ def summary(record: RunRecord) -> str:
         for row in rows
     ]
     lines.append(f"run {record.status}: {record.run_dir}")
+    report = record.run_dir / "report.html"
+    if report.exists():
+        lines.append(f"report: {report}")
     return "\n".join(lines)
