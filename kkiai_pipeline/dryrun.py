@@ -29,7 +29,10 @@ def plan_data(plan: Plan, *, seed: int | None, cache: Mapping[str, str] | None =
         "pipeline": plan.pipeline.name,
         "source": str(source) if source else None,
         "seed": seed,
-        "predictions": sum(not verdicts.get(s.id, "").startswith("hit") for s in plan.steps),
+        "predictions": sum(
+            s.foreach is None and not verdicts.get(s.id, "").startswith("hit") for s in plan.steps
+        ),
+        "foreach_steps": sum(s.foreach is not None for s in plan.steps),
         "steps": [_step_data(step, verdicts.get(step.id)) for step in plan.steps],
     }
 
@@ -43,6 +46,7 @@ def _step_data(step: PlannedStep, cache: str | None) -> dict[str, Any]:
         "depends_on": sorted(step.depends_on),
         "input": _shown(step.input),
         "templated": sorted(step.templated_fields),
+        "foreach": _shown(step.foreach),
         "cache": cache,
     }
 
@@ -72,6 +76,8 @@ def _verdict(
         return "miss: the cache is off (cache=false)"
     if not step.step.cache:
         return "miss: this step has cache: false"
+    if step.foreach is not None:
+        return "per item: each item of foreach is looked up when the items are known"
     waiting = sorted(d for d in step.depends_on if d not in outputs)
     if waiting:
         return f"miss: it reads {', '.join(waiting)}, which will run first"
@@ -106,9 +112,12 @@ def plan_text(plan: Plan, *, seed: int | None, cache: Mapping[str, str] | None =
     """A readable listing: steps in order with level, model@version, cache verdict and inputs."""
     data = plan_data(plan, seed=seed, cache=cache)
     count = data["predictions"]
+    per_item = (
+        f", plus one per item of {data['foreach_steps']} foreach steps" if data["foreach_steps"] else ""
+    )
     lines = [
         f"Plan for pipeline '{data['pipeline']}' ({data['source'] or 'no file'}): "
-        f"{len(plan.steps)} steps, {count} prediction{'s' if count != 1 else ''} would be created."
+        f"{len(plan.steps)} steps, {count} prediction{'s' if count != 1 else ''}{per_item} would be created."
     ]
     if seed is not None:
         lines.append(f"Seed {seed}: steps without their own seed get one derived from it.")
@@ -116,6 +125,10 @@ def plan_text(plan: Plan, *, seed: int | None, cache: Mapping[str, str] | None =
         after = f"  (after {', '.join(step['depends_on'])})" if step["depends_on"] else ""
         lines.append("")
         lines.append(f"[level {step['level']}] {step['id']}: {step['model']}@{step['version'][:12]}{after}")
+        if step["foreach"] is not None:
+            lines.append(
+                f"    foreach {json.dumps(step['foreach'], ensure_ascii=False)}: one prediction per item"
+            )
         if step["cache"]:
             lines.append(f"    cache {step['cache']}")
         for name, value in step["input"].items():

@@ -22,9 +22,9 @@ from .artifacts import verify
 from .errors import KkiaiError, StepInputError
 from .outputs import known_files, reusable_output
 from .planning import Plan, PlannedStep, render_input
-from .rundir import RunRecord, utc_now
-from .step_runner import StepRunner
-from .templating import TemplateProblem
+from .rundir import RunRecord, StepRecord, utc_now
+from .step_runner import StepRunner, Unit
+from .templating import Template, TemplateProblem
 from .validation import omit_unset, validate_input
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,16 @@ class Executor:
             log.warning("step %s: stored outputs are missing or changed; running it again", step.id)
             rec.status = "pending"
             return False
-        self._succeeded(
-            step, reusable_output(rec.output, rec.outputs, self.record.run_dir, completed_at=rec.completed_at)
-        )
+        self._succeeded(step, self._reusable(rec))
         if self.progress:
             self.progress.step_finished(step.id, "succeeded")
         return True
+
+    def _reusable(self, rec: StepRecord) -> Any:
+        """What later steps see as a finished step's output (a foreach step: its items' outputs)."""
+        if rec.items:
+            return [self._reusable(item) for item in rec.items]
+        return reusable_output(rec.output, rec.outputs, self.record.run_dir, completed_at=rec.completed_at)
 
     def _ready(self, waiting: dict[str, PlannedStep]) -> list[PlannedStep]:
         """Pop the steps that can start now; mark those that never can as skipped (in plan order)."""
@@ -128,34 +132,87 @@ class Executor:
 
     async def _run_step(self, step: PlannedStep) -> None:
         rec = self.record.steps[step.id]
-        async with self._slots:
-            if self.progress:
-                self.progress.step_started(step.id)
-            try:
-                output = await self._execute(step)
-            except (KkiaiError, TemplateProblem) as exc:
-                rec.status, rec.error, output = "failed", str(exc), None
-                log.error("step %s failed: %s", step.id, exc)
-            if output is not None:
-                self._succeeded(step, output)
+        if self.progress:
+            self.progress.step_started(step.id)
+        try:
+            output = await self._execute(step)
+        except (KkiaiError, TemplateProblem) as exc:
+            rec.status, rec.error, output = "failed", str(exc), None
+            log.error("step %s failed: %s", step.id, exc)
+        if output is not None:
+            self._succeeded(step, output)
         self.record.note(step.id)
         if self.progress:
             self.progress.step_finished(step.id, rec.status)
 
     async def _execute(self, step: PlannedStep) -> Any:
         rec = self.record.steps[step.id]
-        if rec.status == "running" and (rec.prediction_id or rec.creating_since):
-            return await self.steps.reattach(step, known=self._known)
-        rec.status, rec.error = "running", None
-        rendered = render_input(step, self._context())
-        rec.input = omit_unset(rendered)
+        if step.foreach is not None:
+            return await self._fan_out(step, rec)
+        unit = Unit(step, rec, step.id, step.id, self.record.run_dir / "steps" / step.id)
+        async with self._slots:
+            if rec.status == "running" and (rec.prediction_id or rec.creating_since):
+                return await self.steps.reattach(unit, known=self._known)
+            rec.input = self._input(step, self._context())
+            rec.status, rec.error = "running", None
+            return await self.steps.run(unit, rec.input, known=self._known)
+
+    def _input(self, step: PlannedStep, context: Mapping[str, Any]) -> dict[str, Any]:
+        """The step's input rendered and checked; raises StepInputError before anything is sent."""
+        rendered = render_input(step, context)
         problems = validate_input(step.model, rendered)
         if problems:
             fields = "; ".join(f"input.{p.field}: {p.message}" for p in problems)
             raise StepInputError(
                 f"the rendered input was rejected before sending (no prediction made): {fields}"
             )
-        return await self.steps.run(step, rec.input, known=self._known)
+        return omit_unset(rendered)
+
+    async def _fan_out(self, step: PlannedStep, rec: StepRecord) -> Any:
+        """One prediction per item of ``foreach``; the step's output is the list of the items' outputs."""
+        context = self._context()
+        items = step.foreach.render(context) if isinstance(step.foreach, Template) else step.foreach
+        if not isinstance(items, list):
+            raise StepInputError(f"foreach must give a list, not {type(items).__name__}: {items!r:.80}")
+        earlier = {old.index: old for old in rec.items}  # a resumed run keeps what its items did
+        rec.items = [_item_record(rec, earlier.get(i), i, value) for i, value in enumerate(items)]
+        rec.status, rec.error = "running", None
+        results = await asyncio.gather(
+            *(self._run_item(step, rec, item_rec, context) for item_rec in rec.items)
+        )
+        rec.outputs = [artifact for item_rec in rec.items for artifact in item_rec.outputs]
+        failed = [i.index for i in rec.items if i.status != "succeeded"]
+        if failed:
+            rec.status = "failed"
+            rec.error = f"{len(failed)} of {len(items)} items did not succeed: " + "; ".join(
+                f"[{i.index}] {i.error}" for i in rec.items if i.status != "succeeded"
+            )
+            return None
+        rec.status = "succeeded"
+        return list(results)
+
+    async def _run_item(
+        self, step: PlannedStep, rec: StepRecord, item: StepRecord, context: Mapping[str, Any]
+    ) -> Any:
+        label = f"{step.id}[{item.index}]"
+        unit = Unit(step, item, step.id, label, self.record.run_dir / "steps" / step.id / str(item.index))
+        if item.status == "succeeded" and all(
+            verify(self.record.run_dir / a.path, a.sha256) for a in item.outputs
+        ):
+            return reusable_output(
+                item.output, item.outputs, self.record.run_dir, completed_at=item.completed_at
+            )
+        async with self._slots:
+            try:
+                if item.status == "running" and (item.prediction_id or item.creating_since):
+                    return await self.steps.reattach(unit, known=self._known)
+                item.input = self._input(step, {**context, "item": item.item, "index": item.index})
+                item.status, item.error = "running", None
+                return await self.steps.run(unit, item.input, known=self._known)
+            except (KkiaiError, TemplateProblem) as exc:
+                item.status, item.error = "failed", str(exc)
+                log.error("step %s failed: %s", label, exc)
+                return None
 
     def _succeeded(self, step: PlannedStep, output: Any) -> None:
         self._outputs[step.id] = output
@@ -185,3 +242,10 @@ async def _cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
     for result in results:
         if isinstance(result, Exception):
             log.error("while canceling: %s", result)
+
+
+def _item_record(step: StepRecord, earlier: StepRecord | None, index: int, value: Any) -> StepRecord:
+    """The record of item ``index``: the earlier run's if it was for the same value, else a new one."""
+    if earlier is not None and earlier.item == value:
+        return earlier
+    return StepRecord(step.model, step.version, index=index, item=value)

@@ -13,6 +13,7 @@ A pipeline file::
         timeout: 600         # optional: cancel the prediction after this many seconds
         retries: 1           # optional: run a failed prediction again, up to this many times
         cache: false         # optional: never reuse a cached result for this step
+        foreach: "{{ steps.generate.output }}"   # optional: one prediction per item ({{ item }}, {{ index }})
 
 Loading collects every problem of the file (unknown keys with a did-you-mean, a step without a model,
 wrong shapes) and raises them together as one PipelineError.
@@ -32,7 +33,7 @@ import yaml
 from .errors import PipelineError, Problem
 
 PIPELINE_KEYS = ("name", "description", "params", "steps")
-STEP_KEYS = ("model", "input", "needs", "description", "timeout", "retries", "cache")
+STEP_KEYS = ("model", "input", "needs", "description", "timeout", "retries", "cache", "foreach")
 MAX_RETRIES = 10
 STEP_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
@@ -49,6 +50,7 @@ class Step:
     timeout: float | None = None  # seconds; None means the run's default
     retries: int = 0  # how many times a *failed* prediction is run again
     cache: bool = True  # False: always run, never store
+    foreach: Any = None  # a list, or a template giving one: one prediction per item
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,9 @@ def _parse_step(step_id: str, raw: Any, *, source: Path | None, problems: list[P
     cache = raw.get("cache", True)
     if not isinstance(cache, bool):
         problem(f"'cache' must be true or false, not {cache!r}", "cache")
+    foreach = raw.get("foreach")
+    if foreach is not None and not isinstance(foreach, str | list):
+        problem("'foreach' must be a list or a template giving one", "foreach")
     if len(problems) > found:
         return None
     return Step(
@@ -163,6 +168,7 @@ def _parse_step(step_id: str, raw: Any, *, source: Path | None, problems: list[P
         timeout=float(timeout) if timeout is not None else None,
         retries=retries,
         cache=cache,
+        foreach=foreach,
     )
 
 

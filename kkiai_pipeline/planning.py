@@ -20,6 +20,7 @@ from .templating import Template, TemplateProblem, Templates, is_template
 from .validation import validate_input
 
 CONTEXT_NAMES = frozenset({"steps", "params"})
+ITEM_NAMES = frozenset({"item", "index"})  # what a foreach step's input templates may read besides
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class PlannedStep:
     input: Mapping[str, Any]  # static values, with Template objects where a template stood
     depends_on: frozenset[str]
     level: int
+    foreach: Any = None  # None, a static list, or the Template giving the list
 
     @property
     def id(self) -> str:
@@ -70,8 +72,11 @@ def plan(pipeline: Pipeline, *, catalog: Catalog, templates: Templates, seed: in
     """
     problems: list[Problem] = []
     compiled: dict[str, tuple[ModelSpec | None, dict[str, Any], set[str]]] = {}
+    foreachs: dict[str, Any] = {}
     for step in pipeline.steps.values():
         compiled[step.id] = _compile_step(pipeline, step, catalog, templates, problems)
+        if step.foreach is not None:
+            foreachs[step.id] = _compile_foreach(pipeline, step, templates, compiled[step.id][2], problems)
         model, values, _ = compiled[step.id]
         if model is not None:
             if seed is not None and "seed" in model.inputs and "seed" not in values:
@@ -87,7 +92,8 @@ def plan(pipeline: Pipeline, *, catalog: Catalog, templates: Templates, seed: in
         levels[sid] = 1 + max((levels[d] for d in deps[sid]), default=-1)
         model, values, _ = compiled[sid]
         assert model is not None
-        planned.append(PlannedStep(pipeline.steps[sid], model, values, deps[sid], levels[sid]))
+        foreach = foreachs.get(sid)
+        planned.append(PlannedStep(pipeline.steps[sid], model, values, deps[sid], levels[sid], foreach))
     return Plan(pipeline, tuple(planned))
 
 
@@ -115,9 +121,16 @@ def _compile_step(
         values[name] = _compile_value(value, templates, errors=errors, found=found)
         for message in errors:
             problem(message, f"input.{name}")
+        allowed = CONTEXT_NAMES | ITEM_NAMES if step.foreach is not None else CONTEXT_NAMES
         for template in found:
-            _check_template(pipeline, template, f"input.{name}", refs, problem)
-        if found and len(problems) == known_problems and not any(t.references.steps for t in found):
+            _check_template(pipeline, template, f"input.{name}", refs, problem, allowed=allowed)
+        reads_item = any(t.references.names & ITEM_NAMES for t in found)
+        if (
+            found
+            and len(problems) == known_problems
+            and not reads_item
+            and not any(t.references.steps for t in found)
+        ):
             # Only params (and local files) are read: render now, so the value is checked like a literal.
             try:
                 values[name] = _render_value(values[name], {"params": pipeline.params, "steps": {}})
@@ -140,6 +153,25 @@ def derive_seed(seed: int, step_id: str) -> int:
     """A seed for one step, the same for the same (seed, step id) on every machine."""
     digest = hashlib.sha256(f"{seed}:{step_id}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _compile_foreach(
+    pipeline: Pipeline, step: Step, templates: Templates, refs: set[str], problems: list[Problem]
+) -> Any:
+    """The step's ``foreach``: a static list, or a template (its step references become dependencies)."""
+
+    def problem(message: str, field: str = "foreach") -> None:
+        problems.append(Problem(message, file=pipeline.source, step=step.id, field=field))
+
+    if isinstance(step.foreach, list):
+        return step.foreach
+    try:
+        template = templates.parse(step.foreach)
+    except TemplateProblem as exc:
+        problem(str(exc))
+        return None
+    _check_template(pipeline, template, "foreach", refs, problem, allowed=CONTEXT_NAMES)
+    return template
 
 
 def _compile_value(value: Any, templates: Templates, *, errors: list[str], found: list[Template]) -> Any:
@@ -165,10 +197,12 @@ def _check_template(
     field: str,
     refs: set[str],
     problem: Callable[[str, str], None],
+    *,
+    allowed: frozenset[str],
 ) -> None:
-    known_names = CONTEXT_NAMES
-    for unknown in sorted(template.references.names - known_names):
-        problem(f"unknown name '{unknown}' in '{template.source}' (templates can use: steps, params)", field)
+    for unknown in sorted(template.references.names - allowed):
+        names = ", ".join(sorted(allowed, key=["steps", "params", "item", "index"].index))
+        problem(f"unknown name '{unknown}' in '{template.source}' (templates can use: {names})", field)
     for sid in sorted(template.references.steps):
         if sid == "*":
             problem(f"step references must name the step: '{template.source}'", field)

@@ -61,6 +61,16 @@ class StepRecord:
     cache: str | None = None  # "hit" or "stored", with cache_key
     cache_key: str | None = None
     creating_since: str | None = None  # a create was sent at this time and its answer is not on disk yet
+    items: list[StepRecord] = field(default_factory=list)  # a foreach step: one record per item
+    index: int | None = None  # an item: its position
+    item: Any = None  # an item: the value its templates saw as {{ item }}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepRecord:
+        """A StepRecord from its run.json form (items and outputs included)."""
+        outputs = [Artifact(**a) for a in data.pop("outputs", [])]
+        items = [cls.from_json(i) for i in data.pop("items", [])]
+        return cls(**data, outputs=outputs, items=items)
 
 
 @dataclass
@@ -127,10 +137,7 @@ def load_record(run_dir: Path) -> RunRecord:
     raw = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
     latest = dict(raw["steps"])
     latest.update(_journal_entries(run_dir / JOURNAL))
-    steps = {}
-    for sid, step in latest.items():
-        outputs = [Artifact(**a) for a in step.pop("outputs", [])]
-        steps[sid] = StepRecord(**step, outputs=outputs)
+    steps = {sid: StepRecord.from_json(step) for sid, step in latest.items()}
     return RunRecord(
         run_dir=run_dir,
         pipeline=raw["pipeline"],

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from .api.client import PredictionsClient
@@ -36,6 +37,17 @@ _ENDED: dict[str, StepStatus] = {"succeeded": "succeeded", "canceled": "canceled
 CANCEL_GRACE_SECONDS = 15.0
 MAX_LOST_CREATES = 5  # how often a create the API's list shows never arrived is sent again
 LIST_SETTLE_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one prediction is made for: a whole step, or one item of a step's ``foreach``."""
+
+    step: PlannedStep
+    rec: StepRecord  # where it is recorded (the step's record, or the item's inside it)
+    key: str  # the step id the run's journal files the change under
+    label: str  # for messages: "cutout", or "cutout[2]" for an item
+    folder: Path  # where its output files go
 
 
 @dataclass(frozen=True)
@@ -65,228 +77,235 @@ class StepRunner:
         self.options = options
         self.cache = cache
 
-    async def run(self, step: PlannedStep, input: dict[str, Any], *, known: Mapping[str, str]) -> Any:
-        """Make ``step`` succeed if possible; returns its output for later steps (None if it did not)."""
-        rec = self.record.steps[step.id]
-        key = self._key(step, input, known)
+    async def run(self, unit: Unit, input: dict[str, Any], *, known: Mapping[str, str]) -> Any:
+        """Make ``unit`` succeed if possible; returns its output for later steps (None if it did not)."""
+        key = self._key(unit, input, known)
         if key is not None and self.cache is not None:
             entry = self.cache.get(key)
             if entry is not None:
-                return self._restore(step, rec, entry, self.cache)
-        prediction = await self._attempts(step, rec, input)
+                return self._restore(unit, entry, self.cache)
+        prediction = await self._attempts(unit, input)
         if prediction is None or prediction.status != "succeeded":
             return None
-        return await self._finish(step, rec, prediction, key)
+        return await self._finish(unit, prediction, key)
 
-    async def reattach(self, step: PlannedStep, *, known: Mapping[str, str]) -> Any:
+    async def reattach(self, unit: Unit, *, known: Mapping[str, str]) -> Any:
         """Continue a step an earlier run left running: follow its prediction by id, never create again.
 
         If that run crashed between sending the create and storing its answer, the prediction is looked
         up in the API's list by version and input; only when none is found is the step run anew.
         """
-        rec = self.record.steps[step.id]
-        if rec.prediction_id is None:
-            found = await self._find_lost_create(step, rec, rec.input or {})
+        if unit.rec.prediction_id is None:
+            found = await self._find_lost_create(unit, unit.rec.input or {})
             if found is None:
-                log.warning("step %s: the interrupted create never reached the API; creating it now", step.id)
-                return await self.run(step, rec.input or {}, known=known)
-            self._created(step, rec, found)
-        log.info("step %s: re-attaching to prediction %s", step.id, rec.prediction_id)
-        assert rec.prediction_id is not None
-        prediction = await self.client.get(rec.prediction_id)
-        prediction = await self._follow(step, rec, prediction)
-        self._end_attempt(step, rec, prediction)
+                log.warning(
+                    "step %s: the interrupted create never reached the API; creating it now", unit.label
+                )
+                return await self.run(unit, unit.rec.input or {}, known=known)
+            self._created(unit, found)
+        log.info("step %s: re-attaching to prediction %s", unit.label, unit.rec.prediction_id)
+        assert unit.rec.prediction_id is not None
+        prediction = await self.client.get(unit.rec.prediction_id)
+        prediction = await self._follow(unit, prediction)
+        self._end_attempt(unit, prediction)
         if prediction.status != "succeeded":
             return None
-        key = self._key(step, rec.input or {}, {})
-        return await self._finish(step, rec, prediction, key)
+        key = self._key(unit, unit.rec.input or {}, {})
+        return await self._finish(unit, prediction, key)
 
-    def _key(self, step: PlannedStep, input: Mapping[str, Any], known: Mapping[str, str]) -> str | None:
-        if self.cache is None or not step.step.cache:
+    def _key(self, unit: Unit, input: Mapping[str, Any], known: Mapping[str, str]) -> str | None:
+        if self.cache is None or not unit.step.step.cache:
             return None
         canonical = content_keys(input, known)
         return cache_key(
-            api=self.options.api_identity, version=step.model.version_ref, canonical_input=canonical
+            api=self.options.api_identity, version=unit.step.model.version_ref, canonical_input=canonical
         )
 
-    def _restore(self, step: PlannedStep, rec: StepRecord, entry: CacheEntry, cache: PredictionCache) -> Any:
-        folder = self.record.run_dir / "steps" / step.id
-        rec.outputs = cache.restore(entry, folder, self.record.run_dir)
-        rec.status, rec.cache, rec.cache_key = "succeeded", "hit", entry.key
-        rec.prediction_id, rec.output, rec.metrics = entry.prediction_id, entry.output, dict(entry.metrics)
-        rec.completed_at = entry.completed_at
+    def _restore(self, unit: Unit, entry: CacheEntry, cache: PredictionCache) -> Any:
+        folder = unit.folder
+        unit.rec.outputs = cache.restore(entry, folder, self.record.run_dir)
+        unit.rec.status, unit.rec.cache, unit.rec.cache_key = "succeeded", "hit", entry.key
+        unit.rec.prediction_id, unit.rec.output, unit.rec.metrics = (
+            entry.prediction_id,
+            entry.output,
+            dict(entry.metrics),
+        )
+        unit.rec.completed_at = entry.completed_at
         log.info(
             "step %s: cache hit %s (prediction %s), nothing created",
-            step.id,
+            unit.label,
             entry.key[:12],
             entry.prediction_id,
         )
         return reusable_output(
-            entry.output, rec.outputs, self.record.run_dir, completed_at=entry.completed_at
+            entry.output, unit.rec.outputs, self.record.run_dir, completed_at=entry.completed_at
         )
 
-    async def _attempts(self, step: PlannedStep, rec: StepRecord, input: dict[str, Any]) -> Prediction | None:
+    async def _attempts(self, unit: Unit, input: dict[str, Any]) -> Prediction | None:
         prediction = None
-        for attempt in range(step.step.retries + 1):
+        for attempt in range(unit.step.step.retries + 1):
             if attempt:
-                log.warning("step %s: prediction failed, retry %d of %d", step.id, attempt, step.step.retries)
-            prediction = await self._attempt(step, rec, input)
+                log.warning(
+                    "step %s: prediction failed, retry %d of %d", unit.label, attempt, unit.step.step.retries
+                )
+            prediction = await self._attempt(unit, input)
             if prediction.status != "failed":
                 break
         return prediction
 
-    async def _attempt(self, step: PlannedStep, rec: StepRecord, input: dict[str, Any]) -> Prediction:
-        timeout = step.step.timeout or self.options.timeout
-        rec.status, rec.error = "running", None
-        prediction = await self._create(step, rec, input, timeout)
-        prediction = await self._follow(step, rec, prediction, deadline=time.monotonic() + timeout)
-        self._end_attempt(step, rec, prediction)
+    async def _attempt(self, unit: Unit, input: dict[str, Any]) -> Prediction:
+        timeout = unit.step.step.timeout or self.options.timeout
+        unit.rec.status, unit.rec.error = "running", None
+        prediction = await self._create(unit, input, timeout)
+        prediction = await self._follow(unit, prediction, deadline=time.monotonic() + timeout)
+        self._end_attempt(unit, prediction)
         return prediction
 
-    async def _create(
-        self, step: PlannedStep, rec: StepRecord, input: dict[str, Any], timeout: float
-    ) -> Prediction:
+    async def _create(self, unit: Unit, input: dict[str, Any], timeout: float) -> Prediction:
         """Create once, even when answers get lost: a lost create is looked up in the API's list and sent
         again only when the list shows it never arrived."""
         for resend in range(MAX_LOST_CREATES + 1):
-            rec.creating_since = utc_now()
-            self.record.note(step.id, durable=True)  # the intent is on disk before the POST
+            unit.rec.creating_since = utc_now()
+            self.record.note(unit.key, durable=True)  # the intent is on disk before the POST
             create = asyncio.ensure_future(
-                self.client.create(step.model.version_ref, input, cancel_after=timeout)
+                self.client.create(unit.step.model.version_ref, input, cancel_after=timeout)
             )
             try:
                 prediction = await asyncio.shield(create)
             except asyncio.CancelledError:
                 # Interrupted while the create was in flight: its answer is the only way to know the id.
                 prediction = await create
-                self._created(step, rec, prediction)
-                await self._interrupted(step, rec, prediction)
+                self._created(unit, prediction)
+                await self._interrupted(unit, prediction)
                 raise
             except AmbiguousCreateError:
-                found = await self._find_lost_create(step, rec, input)
+                found = await self._find_lost_create(unit, input)
                 if found is None and resend < MAX_LOST_CREATES:
                     log.warning(
                         "step %s: the create never reached the API (not in its list); sending it again",
-                        step.id,
+                        unit.label,
                     )
                     continue
                 if found is None:
                     raise
                 prediction = found
-            self._created(step, rec, prediction)
+            self._created(unit, prediction)
             return prediction
         raise AssertionError("unreachable")
 
-    async def _find_lost_create(
-        self, step: PlannedStep, rec: StepRecord, input: Mapping[str, Any]
-    ) -> Prediction | None:
+    async def _find_lost_create(self, unit: Unit, input: Mapping[str, Any]) -> Prediction | None:
         """The prediction a create whose answer was lost made, or None if the API's list shows none.
 
         Raises AmbiguousCreateError when the list cannot tell (it is unavailable, or answers an error).
         """
-        since = parse_timestamp(rec.creating_since)
+        since = parse_timestamp(unit.rec.creating_since)
         try:
             if since is None:
                 raise ApiError("no time of the create is on record", status_code=0)
             await asyncio.sleep(LIST_SETTLE_SECONDS)  # let the API's list catch up with the create
-            found = await self.client.find_created(step.model.version_ref, input, since=since)
+            found = await self.client.find_created(unit.step.model.version_ref, input, since=since)
         except KkiaiError as exc:
             reason = f"its answer was lost and the API's list of predictions cannot tell ({exc})"
             raise AmbiguousCreateError(method="POST", path="/predictions", reason=reason) from exc
         if found is not None:
-            log.warning("step %s: the create's answer was lost; found its prediction %s", step.id, found.id)
+            log.warning(
+                "step %s: the create's answer was lost; found its prediction %s", unit.label, found.id
+            )
         return found
 
-    def _created(self, step: PlannedStep, rec: StepRecord, prediction: Prediction) -> None:
-        rec.prediction_id, rec.creating_since = prediction.id, None
-        rec.attempts.append({"prediction_id": prediction.id, "status": prediction.status, "error": None})
-        self._note(rec, prediction)
-        self.record.note(step.id, durable=True)  # the id is on disk before anything waits on it
-        log.info("step %s: created prediction %s (%s)", step.id, prediction.id, prediction.status)
+    def _created(self, unit: Unit, prediction: Prediction) -> None:
+        unit.rec.prediction_id, unit.rec.creating_since = prediction.id, None
+        unit.rec.attempts.append({"prediction_id": prediction.id, "status": prediction.status, "error": None})
+        self._note(unit.rec, prediction)
+        self.record.note(unit.key, durable=True)  # the id is on disk before anything waits on it
+        log.info("step %s: created prediction %s (%s)", unit.label, prediction.id, prediction.status)
 
     async def _follow(
-        self, step: PlannedStep, rec: StepRecord, prediction: Prediction, *, deadline: float | None = None
+        self, unit: Unit, prediction: Prediction, *, deadline: float | None = None
     ) -> Prediction:
         async def on_update(update: Prediction) -> None:
-            log.info("step %s: prediction %s is %s", step.id, update.id, update.status)
-            self._note(rec, update)
-            self.record.note(step.id)
+            log.info("step %s: prediction %s is %s", unit.label, update.id, update.status)
+            self._note(unit.rec, update)
+            self.record.note(unit.key)
 
         try:
             return await self.client.wait(prediction, on_update=on_update, deadline=deadline)
         except DeadlineExceeded as exc:
-            timeout = step.step.timeout or self.options.timeout
+            timeout = unit.step.step.timeout or self.options.timeout
             return await self._cancel(
-                rec, exc.prediction, reason=f"canceled after the step's timeout of {timeout:g} s"
+                unit, exc.prediction, reason=f"canceled after the step's timeout of {timeout:g} s"
             )
         except asyncio.CancelledError:
-            await self._interrupted(step, rec, prediction)
+            await self._interrupted(unit, prediction)
             raise
 
-    async def _interrupted(self, step: PlannedStep, rec: StepRecord, prediction: Prediction) -> None:
+    async def _interrupted(self, unit: Unit, prediction: Prediction) -> None:
         if prediction.terminal or prediction.id is None:
             return
         if self.options.on_interrupt == "leave":
-            rec.status, rec.error = "running", "left running when interrupted; resume re-attaches to it"
-            log.warning("step %s: prediction %s left running", step.id, prediction.id)
-            self.record.note(step.id, durable=True)
+            unit.rec.status, unit.rec.error = (
+                "running",
+                "left running when interrupted; resume re-attaches to it",
+            )
+            log.warning("step %s: prediction %s left running", unit.label, prediction.id)
+            self.record.note(unit.key, durable=True)
             return
-        final = await self._cancel(rec, prediction, reason="canceled when the run was interrupted")
-        self._end_attempt(step, rec, final)
-        self.record.note(step.id, durable=True)
+        final = await self._cancel(unit, prediction, reason="canceled when the run was interrupted")
+        self._end_attempt(unit, final)
+        self.record.note(unit.key, durable=True)
 
-    async def _cancel(self, rec: StepRecord, prediction: Prediction, *, reason: str) -> Prediction:
+    async def _cancel(self, unit: Unit, prediction: Prediction, *, reason: str) -> Prediction:
         assert prediction.id is not None
         try:
             final = await asyncio.wait_for(self.client.cancel(prediction.id), CANCEL_GRACE_SECONDS)
         except Exception as exc:  # a failed cancel is reported, never raised over what caused it
-            rec.error = f"{reason}, but the cancel failed: {exc}"
-            log.error("prediction %s: %s", prediction.id, rec.error)
+            unit.rec.error = f"{reason}, but the cancel failed: {exc}"
+            log.error("prediction %s: %s", prediction.id, unit.rec.error)
             return prediction
         log.warning("prediction %s: %s", prediction.id, reason)
         return dataclasses.replace(final, error=final.error or reason)
 
-    def _end_attempt(self, step: PlannedStep, rec: StepRecord, prediction: Prediction) -> None:
-        self._note(rec, prediction)
-        if rec.attempts:
-            rec.attempts[-1].update(status=prediction.status, error=prediction.error)
+    def _end_attempt(self, unit: Unit, prediction: Prediction) -> None:
+        self._note(unit.rec, prediction)
+        if unit.rec.attempts:
+            unit.rec.attempts[-1].update(status=prediction.status, error=prediction.error)
         if prediction.status != "succeeded" and prediction.terminal:
-            rec.status = _ENDED.get(prediction.status, "failed")
-            rec.error = prediction.error or f"the prediction ended {prediction.status}"
-            log.error("step %s: prediction %s %s: %s", step.id, prediction.id, prediction.status, rec.error)
+            unit.rec.status = _ENDED.get(prediction.status, "failed")
+            unit.rec.error = prediction.error or f"the prediction ended {prediction.status}"
+            log.error(
+                "step %s: prediction %s %s: %s", unit.label, prediction.id, prediction.status, unit.rec.error
+            )
 
-    async def _finish(
-        self, step: PlannedStep, rec: StepRecord, prediction: Prediction, key: str | None
-    ) -> Any:
-        folder = self.record.run_dir / "steps" / step.id
+    async def _finish(self, unit: Unit, prediction: Prediction, key: str | None) -> Any:
+        folder = unit.folder
         urls = output_urls(prediction.output)
         downloads = [
             self.downloader.download(url, folder=folder, stem=f"output_{i}") for i, url in enumerate(urls)
         ]
-        rec.outputs = list(await asyncio.gather(*downloads))
-        for artifact in rec.outputs:
+        unit.rec.outputs = list(await asyncio.gather(*downloads))
+        for artifact in unit.rec.outputs:
             log.info(
                 "step %s: downloaded %s -> %s (%d bytes)",
-                step.id,
+                unit.label,
                 artifact.url,
                 artifact.path,
                 artifact.bytes,
             )
-        rec.output = kept_output(prediction.output)
-        rec.completed_at = rec.completed_at or utc_now()
-        rec.status, rec.error = "succeeded", None
+        unit.rec.output = kept_output(prediction.output)
+        unit.rec.completed_at = unit.rec.completed_at or utc_now()
+        unit.rec.status, unit.rec.error = "succeeded", None
         if key is not None and self.cache is not None:
             entry = CacheEntry(
                 key,
-                step.model.version_ref,
+                unit.step.model.version_ref,
                 prediction.id,
-                rec.output,
-                rec.completed_at,
-                files_of(rec.outputs),
-                rec.metrics,
+                unit.rec.output,
+                unit.rec.completed_at,
+                files_of(unit.rec.outputs),
+                unit.rec.metrics,
             )
-            self.cache.put(entry, rec.outputs, self.record.run_dir)
-            rec.cache, rec.cache_key = "stored", key
+            self.cache.put(entry, unit.rec.outputs, self.record.run_dir)
+            unit.rec.cache, unit.rec.cache_key = "stored", key
         return prediction.output
 
     @staticmethod
