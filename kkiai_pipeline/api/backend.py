@@ -1,0 +1,67 @@
+"""What the step runner needs from a prediction service: the :class:`PredictionBackend` protocol.
+
+Two implementations: :class:`~.client.PredictionsClient` (the kkiai / Replicate API, and the sandbox)
+and :class:`~.cog.CogClient` (self-hosted Cog servers). Type against the protocol, not either class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from .prediction import Prediction
+
+Update = Callable[[Prediction], Awaitable[None]]
+
+
+class BackendStats(Protocol):
+    """The counters every backend keeps (``ClientStats`` has more)."""
+
+    requests: int  # every HTTP attempt
+    creates: int  # every create attempt sent
+
+
+class PredictionBackend(Protocol):
+    """Create, follow, cancel predictions; the one interface the step runner uses."""
+
+    @property
+    def stats(self) -> BackendStats: ...
+
+    async def create(
+        self, version: str, input: Mapping[str, Any], *, cancel_after: float | None = None
+    ) -> Prediction:
+        """Start a prediction of ``version`` (``owner/name:<hash>``); may return it already finished."""
+        ...
+
+    async def wait(
+        self,
+        prediction: Prediction,
+        *,
+        on_update: Update | None = None,
+        deadline: float | None = None,
+    ) -> Prediction:
+        """Follow ``prediction`` until it is terminal; ``on_update`` hears every status change.
+
+        Past ``deadline`` (a ``time.monotonic()`` value) raises ``DeadlineExceeded`` with the last state
+        seen; never cancels by itself.
+        """
+        ...
+
+    async def cancel(self, prediction_id: str) -> Prediction:
+        """Ask for the prediction to be canceled; returns the state after asking."""
+        ...
+
+    async def get(self, prediction_id: str) -> Prediction:
+        """The current state of a prediction (used to re-attach on resume)."""
+        ...
+
+    async def find_created(
+        self, version: str, input: Mapping[str, Any], *, since: datetime
+    ) -> Prediction | None:
+        """A prediction of ``version`` with exactly ``input`` created since ``since``; None if unknown."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and anything else the backend started."""
+        ...
