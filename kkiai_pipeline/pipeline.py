@@ -14,6 +14,7 @@ A pipeline file::
         retries: 1           # optional: run a failed prediction again, up to this many times
         cache: false         # optional: never reuse a cached result for this step
         foreach: "{{ steps.generate.output }}"   # optional: one prediction per item ({{ item }}, {{ index }})
+        backend: cog         # optional: run on a self-hosted Cog server (cog.servers) instead of the API
 
 Loading collects every problem of the file (unknown keys with a did-you-mean, a step without a model,
 wrong shapes) and raises them together as one PipelineError.
@@ -33,7 +34,8 @@ import yaml
 from .errors import PipelineError, Problem
 
 PIPELINE_KEYS = ("name", "description", "params", "steps")
-STEP_KEYS = ("model", "input", "needs", "description", "timeout", "retries", "cache", "foreach")
+STEP_KEYS = ("model", "input", "needs", "description", "timeout", "retries", "cache", "foreach", "backend")
+BACKENDS = ("api", "cog")
 MAX_RETRIES = 10
 STEP_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
@@ -51,6 +53,7 @@ class Step:
     retries: int = 0  # how many times a *failed* prediction is run again
     cache: bool = True  # False: always run, never store
     foreach: Any = None  # a list, or a template giving one: one prediction per item
+    backend: str | None = None  # "api" or "cog"; None: the run's default (cog with api=cog)
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,9 @@ def _parse_step(step_id: str, raw: Any, *, source: Path | None, problems: list[P
     cache = raw.get("cache", True)
     if not isinstance(cache, bool):
         problem(f"'cache' must be true or false, not {cache!r}", "cache")
+    backend = raw.get("backend")
+    if backend is not None and backend not in BACKENDS:
+        problem(f"'backend' must be one of {', '.join(BACKENDS)}, not {backend!r}", "backend")
     foreach = raw.get("foreach")
     if foreach is not None and not isinstance(foreach, str | list):
         problem("'foreach' must be a list or a template giving one", "foreach")
@@ -169,6 +175,7 @@ def _parse_step(step_id: str, raw: Any, *, source: Path | None, problems: list[P
         retries=retries,
         cache=cache,
         foreach=foreach,
+        backend=backend,
     )
 
 

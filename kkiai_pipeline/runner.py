@@ -16,12 +16,14 @@ from typing import Any
 
 import httpx
 
+from .api.backend import PredictionBackend
 from .api.client import PredictionsClient
+from .api.cog import CogClient
 from .artifacts import Downloader, download_client
 from .cache import PredictionCache
 from .catalog import Catalog, default_catalog
 from .dryrun import cache_verdicts, plan_text, write_plan
-from .errors import ConfigError
+from .errors import ConfigError, PipelineError, Problem
 from .execution import Executor, Progress
 from .localfiles import LocalFiles
 from .pipeline import Pipeline
@@ -41,7 +43,30 @@ def make_plan(pipeline: Pipeline, settings: Settings, *, catalog: Catalog | None
     base_dir = pipeline.source.parent if pipeline.source else Path.cwd()
     files = LocalFiles(base_dir, max_bytes=settings.max_file_bytes)
     templates = Templates(functions=files.functions())
-    return plan(pipeline, catalog=catalog or default_catalog(), templates=templates, seed=settings.seed)
+    the_plan = plan(pipeline, catalog=catalog or default_catalog(), templates=templates, seed=settings.seed)
+    check_backends(the_plan, settings)
+    return the_plan
+
+
+def check_backends(the_plan: Plan, settings: Settings) -> None:
+    """Every step can reach its backend: a Cog step has a server, an API step has an API."""
+    problems = []
+    default = "cog" if settings.api.kind == "cog" else "api"
+    for step in the_plan.steps:
+        backend = step.step.backend or default
+        source = the_plan.pipeline.source
+        if backend == "cog" and step.model.ref not in settings.cog.servers:
+            message = (
+                f"runs on Cog but no server is set for {step.model.ref}: "
+                f"'cog.servers={{{step.model.ref}:http://127.0.0.1:5000}}'"
+            )
+            problems.append(Problem(message, file=source, step=step.id, field="backend"))
+        if backend == "api" and settings.api.kind == "cog":
+            problems.append(
+                Problem("asks for the hosted API, but api=cog has none", file=source, step=step.id)
+            )
+    if problems:
+        raise PipelineError(problems, pipeline=the_plan.pipeline.name)
 
 
 def run(
@@ -95,8 +120,7 @@ def previous_record(the_plan: Plan, settings: Settings) -> RunRecord | None:
 def api_base_url(api: ApiSettings) -> Iterator[str]:
     """The API's base URL; for ``api=sandbox`` the emulator runs in this process meanwhile."""
     if api.kind != "sandbox":
-        assert api.base_url is not None
-        yield api.base_url
+        yield api.base_url or ""  # api=cog: no hosted API
         return
     from .sandbox import SandboxConfig, serve_in_thread  # only sandbox runs pay for importing the server
 
@@ -106,23 +130,43 @@ def api_base_url(api: ApiSettings) -> Iterator[str]:
 
 @dataclass
 class Connections:
-    """What jobs running together share: one API client (so one connection pool and one rate limit)
-    and one HTTP client for output files."""
+    """What jobs running together share: one API client (so one connection pool and one rate limit),
+    the Cog servers' client, and one HTTP client for output files."""
 
-    client: PredictionsClient
+    client: PredictionsClient | None
+    cog: CogClient | None
     downloads: httpx.AsyncClient
 
     @classmethod
     def open(
-        cls, api: ApiSettings, base_url: str, *, transport: httpx.AsyncBaseTransport | None = None
+        cls, settings: Settings, base_url: str, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> Connections:
-        client = PredictionsClient(
-            base_url=base_url, token=api.token, options=api.client, transport=transport
-        )
-        return cls(client, download_client(transport=transport))
+        api, cog = settings.api, settings.cog
+        client = None
+        if api.kind != "cog":
+            client = PredictionsClient(
+                base_url=base_url, token=api.token, options=api.client, transport=transport
+            )
+        cog_client = None
+        if cog.servers:
+            cog_client = CogClient(
+                servers=cog.servers, concurrency=cog.concurrency, options=cog.options, transport=transport
+            )
+        return cls(client, cog_client, download_client(transport=transport))
+
+    @property
+    def backends(self) -> dict[str, PredictionBackend]:
+        """The backends steps can run on, by the name a step's ``backend:`` uses."""
+        found: dict[str, PredictionBackend] = {}
+        if self.client is not None:
+            found["api"] = self.client
+        if self.cog is not None:
+            found["cog"] = self.cog
+        return found
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        for backend in self.backends.values():
+            await backend.aclose()
         await self.downloads.aclose()
 
 
@@ -136,7 +180,7 @@ async def execute(
 ) -> RunRecord:
     """Run every step of ``the_plan`` against ``base_url``; writes the run directory as it goes."""
     progress = ProgressBar(len(the_plan.steps), enabled=settings.progress)
-    connections = Connections.open(settings.api, base_url, transport=transport)
+    connections = Connections.open(settings, base_url, transport=transport)
     try:
         with interrupts_cancel(asyncio.current_task()):
             return await execute_job(the_plan, record, settings, connections=connections, progress=progress)
@@ -165,10 +209,16 @@ async def execute_job(
         retry=settings.api.client.retry_policy(),
         max_bytes=settings.max_download_bytes,
     )
-    identity = api_identity(settings.api, connections.client.base_url)
-    options = StepOptions(timeout=settings.timeout, on_interrupt=settings.on_interrupt, api_identity=identity)
+    identity = api_identity(settings.api, connections.client.base_url if connections.client else "")
+    default = "cog" if settings.api.kind == "cog" else "api"
+    options = StepOptions(
+        timeout=settings.timeout,
+        on_interrupt=settings.on_interrupt,
+        api_identity=identity,
+        default_backend=default,
+    )
     steps = StepRunner(
-        client=connections.client,
+        backends=connections.backends,
         downloader=downloader,
         record=record,
         options=options,
@@ -178,8 +228,10 @@ async def execute_job(
     try:
         return await executor.run()
     finally:
-        api = "shared by the sweep's jobs: see sweep.json" if shared else asdict(connections.client.stats)
-        record.traffic = {"api": api, "downloads": asdict(downloader.stats)}
+        record.traffic = {"downloads": asdict(downloader.stats)}
+        for name, client in (("api", connections.client), ("cog", connections.cog)):
+            if client is not None:
+                record.traffic[name] = "shared by the sweep's jobs" if shared else asdict(client.stats)
         record.save()
         _write_report(record)
 

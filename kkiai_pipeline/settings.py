@@ -16,12 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .api.client import ClientOptions
+from .api.cog import CogOptions
 from .errors import ConfigError
 from .execution import ExecutionOptions
 from .localfiles import DEFAULT_MAX_BYTES
 from .step_runner import OnInterrupt
 
-ApiKind = Literal["kkiai", "sandbox"]
+ApiKind = Literal["kkiai", "sandbox", "cog"]
 SANDBOX_TOKEN = "sandbox"  # the emulator wants a bearer token like the real API; any will do
 
 
@@ -34,6 +35,15 @@ class ApiSettings:
     token: str | None = field(repr=False)
     client: ClientOptions
     sandbox: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CogSettings:
+    """Self-hosted Cog servers: which model runs where, and the client's patience."""
+
+    servers: Mapping[str, str] = field(default_factory=dict)  # owner/name -> server URL
+    concurrency: Mapping[str, int] = field(default_factory=dict)  # owner/name -> predictions at once
+    options: CogOptions = field(default_factory=CogOptions)
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,7 @@ class Settings:
     cache: bool = True
     cache_dir: Path | None = None
     max_download_bytes: int = 200 * 1024 * 1024
+    cog: CogSettings = field(default_factory=CogSettings)
 
 
 def load_settings(cfg: DictConfig, *, environ: Mapping[str, str], run_dir: Path) -> Settings:
@@ -84,7 +95,27 @@ def load_settings(cfg: DictConfig, *, environ: Mapping[str, str], run_dir: Path)
         cache=_flag(raw, "cache", default=True),
         cache_dir=_cache_dir(raw.get("cache_dir"), environ),
         max_download_bytes=_positive_int(raw, "max_download_bytes"),
+        cog=_cog_settings(raw.get("cog") or {}),
     )
+
+
+def _cog_settings(raw: Mapping[str, Any]) -> CogSettings:
+    servers = raw.get("servers") or {}
+    concurrency = raw.get("concurrency") or {}
+    if not isinstance(servers, Mapping) or not all(isinstance(v, str) for v in servers.values()):
+        raise ConfigError(
+            "cog.servers must map owner/name to a server URL, e.g. 'cog.servers={cjwbw/rembg:http://127.0.0.1:5000}'"
+        )
+    if not isinstance(concurrency, Mapping) or not all(
+        isinstance(v, int) and v >= 1 for v in concurrency.values()
+    ):
+        raise ConfigError("cog.concurrency must map owner/name to a whole number >= 1")
+    known = {f.name for f in fields(CogOptions)}
+    options = {k: v for k, v in raw.items() if k in known}
+    try:
+        return CogSettings(dict(servers), dict(concurrency), CogOptions(**options))
+    except TypeError as exc:
+        raise ConfigError(f"invalid cog settings: {exc}") from exc
 
 
 def _cache_dir(value: Any, environ: Mapping[str, str]) -> Path:
@@ -97,8 +128,8 @@ def _cache_dir(value: Any, environ: Mapping[str, str]) -> Path:
 
 def _api_settings(raw: Mapping[str, Any], environ: Mapping[str, str], *, need_token: bool) -> ApiSettings:
     kind = raw.get("kind")
-    if kind not in ("kkiai", "sandbox"):
-        raise ConfigError(f"api.kind must be 'kkiai' or 'sandbox', not {kind!r}")
+    if kind not in ("kkiai", "sandbox", "cog"):
+        raise ConfigError(f"api.kind must be 'kkiai', 'sandbox' or 'cog', not {kind!r}")
     if "token" in raw:
         raise ConfigError(
             "api.token is not a setting: the token is read only from the environment "
@@ -107,6 +138,8 @@ def _api_settings(raw: Mapping[str, Any], environ: Mapping[str, str], *, need_to
     client = _client_options(raw)
     if kind == "sandbox":
         return ApiSettings("sandbox", None, SANDBOX_TOKEN, client, dict(raw.get("sandbox") or {}))
+    if kind == "cog":  # every step on self-hosted servers: no hosted API, no token
+        return ApiSettings("cog", None, None, client)
     token_env = str(raw.get("token_env") or "KKIAI_API_TOKEN")
     token = environ.get(token_env, "").strip() or None
     if token is None and need_token:

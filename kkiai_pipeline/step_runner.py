@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .api.client import PredictionsClient
+from .api.backend import PredictionBackend
+from .api.cog import CogClient
 from .api.prediction import Prediction, output_urls, parse_timestamp
 from .artifacts import Downloader
 from .cache import CacheEntry, PredictionCache, cache_key, files_of
@@ -57,6 +58,7 @@ class StepOptions:
     timeout: float = 1800.0  # Replicate stops predictions after 30 min anyway
     on_interrupt: OnInterrupt = "cancel"
     api_identity: str = ""  # part of every cache key: sandbox results never stand in for real ones
+    default_backend: str = "api"  # "api" or "cog": where steps without their own `backend:` run
 
 
 class StepRunner:
@@ -65,13 +67,13 @@ class StepRunner:
     def __init__(
         self,
         *,
-        client: PredictionsClient,
+        backends: Mapping[str, PredictionBackend],
         downloader: Downloader,
         record: RunRecord,
         options: StepOptions,
         cache: PredictionCache | None = None,
     ) -> None:
-        self.client = client
+        self.backends = backends
         self.downloader = downloader
         self.record = record
         self.options = options
@@ -95,6 +97,12 @@ class StepRunner:
         If that run crashed between sending the create and storing its answer, the prediction is looked
         up in the API's list by version and input; only when none is found is the step run anew.
         """
+        if isinstance(self._backend(unit), CogClient):
+            # A Cog server keeps no record to re-attach to once the process that followed it is gone.
+            log.warning(
+                "step %s: a Cog prediction cannot be followed after a restart; running it again", unit.label
+            )
+            return await self.run(unit, unit.rec.input or {}, known=known)
         if unit.rec.prediction_id is None:
             found = await self._find_lost_create(unit, unit.rec.input or {})
             if found is None:
@@ -105,7 +113,7 @@ class StepRunner:
             self._created(unit, found)
         log.info("step %s: re-attaching to prediction %s", unit.label, unit.rec.prediction_id)
         assert unit.rec.prediction_id is not None
-        prediction = await self.client.get(unit.rec.prediction_id)
+        prediction = await self._backend(unit).get(unit.rec.prediction_id)
         prediction = await self._follow(unit, prediction)
         self._end_attempt(unit, prediction)
         if prediction.status != "succeeded":
@@ -113,12 +121,25 @@ class StepRunner:
         key = self._key(unit, unit.rec.input or {}, {})
         return await self._finish(unit, prediction, key)
 
+    def _backend(self, unit: Unit) -> PredictionBackend:
+        return self.backends[self.backend_name(unit.step)]
+
+    def backend_name(self, step: PlannedStep) -> str:
+        """Where ``step`` runs: its own ``backend:``, else the run's default."""
+        return step.step.backend or self.options.default_backend
+
+    def _identity(self, unit: Unit) -> str:
+        backend = self._backend(unit)
+        if isinstance(backend, CogClient):
+            return f"cog:{backend.server_url(unit.step.model.version_ref)}"
+        return self.options.api_identity
+
     def _key(self, unit: Unit, input: Mapping[str, Any], known: Mapping[str, str]) -> str | None:
         if self.cache is None or not unit.step.step.cache:
             return None
         canonical = content_keys(input, known)
         return cache_key(
-            api=self.options.api_identity, version=unit.step.model.version_ref, canonical_input=canonical
+            api=self._identity(unit), version=unit.step.model.version_ref, canonical_input=canonical
         )
 
     def _restore(self, unit: Unit, entry: CacheEntry, cache: PredictionCache) -> Any:
@@ -168,7 +189,7 @@ class StepRunner:
             unit.rec.creating_since = utc_now()
             self.record.note(unit.key, durable=True)  # the intent is on disk before the POST
             create = asyncio.ensure_future(
-                self.client.create(unit.step.model.version_ref, input, cancel_after=timeout)
+                self._backend(unit).create(unit.step.model.version_ref, input, cancel_after=timeout)
             )
             try:
                 prediction = await asyncio.shield(create)
@@ -203,7 +224,7 @@ class StepRunner:
             if since is None:
                 raise ApiError("no time of the create is on record", status_code=0)
             await asyncio.sleep(LIST_SETTLE_SECONDS)  # let the API's list catch up with the create
-            found = await self.client.find_created(unit.step.model.version_ref, input, since=since)
+            found = await self._backend(unit).find_created(unit.step.model.version_ref, input, since=since)
         except KkiaiError as exc:
             reason = f"its answer was lost and the API's list of predictions cannot tell ({exc})"
             raise AmbiguousCreateError(method="POST", path="/predictions", reason=reason) from exc
@@ -229,7 +250,7 @@ class StepRunner:
             self.record.note(unit.key)
 
         try:
-            return await self.client.wait(prediction, on_update=on_update, deadline=deadline)
+            return await self._backend(unit).wait(prediction, on_update=on_update, deadline=deadline)
         except DeadlineExceeded as exc:
             timeout = unit.step.step.timeout or self.options.timeout
             return await self._cancel(
@@ -257,7 +278,7 @@ class StepRunner:
     async def _cancel(self, unit: Unit, prediction: Prediction, *, reason: str) -> Prediction:
         assert prediction.id is not None
         try:
-            final = await asyncio.wait_for(self.client.cancel(prediction.id), CANCEL_GRACE_SECONDS)
+            final = await asyncio.wait_for(self._backend(unit).cancel(prediction.id), CANCEL_GRACE_SECONDS)
         except Exception as exc:  # a failed cancel is reported, never raised over what caused it
             unit.rec.error = f"{reason}, but the cancel failed: {exc}"
             log.error("prediction %s: %s", prediction.id, unit.rec.error)

@@ -96,6 +96,14 @@ class SweepCallback(Callback):
         SWEEP.exit_code = None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._end(config)
+        except Exception:
+            # Hydra would turn this into a mere warning; a sweep that could not finish must fail.
+            log.exception("the sweep could not be completed")
+            SWEEP.exit_code = 1
+
+    def _end(self, config: DictConfig) -> None:
         interrupted = run_batch(SWEEP.queued) if SWEEP.queued else False
         sweep_dir = Path(str(config.hydra.sweep.dir))
         jobs = collect_jobs(sweep_dir, SWEEP.errors)
@@ -123,9 +131,10 @@ async def _run_all(jobs: list[QueuedJob], sandbox_url: str | None) -> bool:
         api = job.settings.api
         base_url = sandbox_url if api.kind == "sandbox" else api.base_url
         assert base_url is not None
-        key = (base_url, api.token, api.client)
+        cog = job.settings.cog
+        key = (base_url, api.token, api.client, tuple(sorted(cog.servers.items())), cog.options)
         if key not in pools:
-            pools[key] = Connections.open(api, base_url)
+            pools[key] = Connections.open(job.settings, base_url)
         tasks.append(_run_job(job, base_url, pools[key], progress))
     interrupted = False
     try:
