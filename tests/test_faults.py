@@ -42,7 +42,9 @@ FAULTS = {
 }
 
 
-@pytest.mark.parametrize(("faulty", "kind"), [(v, k) for k, v in FAULTS.items()], ids=list(FAULTS), indirect=["faulty"])
+@pytest.mark.parametrize(
+    ("faulty", "kind"), [(v, k) for k, v in FAULTS.items()], ids=list(FAULTS), indirect=["faulty"]
+)
 def test_transient_faults_cost_nothing_twice_and_lose_nothing(tmp_path: Path, faulty: Any, kind: str) -> None:
     write(tmp_path, "chain", CHAIN)
     extra = ["api.read_timeout=0.5", "api.wait_seconds=0"] if kind == "slow" else ["api.wait_seconds=1"]
