@@ -51,6 +51,11 @@ class ModelSpec:
     raw_schema: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
+    def streams(self) -> bool:
+        """Whether the output is an iterator that grows while the prediction runs (Cog ``iterator``)."""
+        return bool(self.raw_schema.get("output", {}).get("x-cog-array-type") == "iterator")
+
+    @property
     def ref(self) -> str:
         """``owner/name``."""
         return f"{self.owner}/{self.name}"

@@ -177,7 +177,7 @@ class StepRunner:
     async def _attempt(self, unit: Unit, input: dict[str, Any]) -> Prediction:
         timeout = unit.step.step.timeout or self.options.timeout
         unit.rec.status, unit.rec.error = "running", None
-        prediction = await self._create(unit, input, timeout)
+        prediction = self._settled(unit, await self._create(unit, input, timeout))
         prediction = await self._follow(unit, prediction, deadline=time.monotonic() + timeout)
         self._end_attempt(unit, prediction)
         return prediction
@@ -233,6 +233,23 @@ class StepRunner:
                 "step %s: the create's answer was lost; found its prediction %s", unit.label, found.id
             )
         return found
+
+    def _settled(self, unit: Unit, prediction: Prediction) -> Prediction:
+        """A ``Prefer: wait`` answer that already holds the whole output, taken as final.
+
+        The API answers a create that finished within the wait with all its files but, as recorded,
+        status ``processing``: the files are complete for models whose output does not stream, so a
+        poll would only cost a request and a delay.
+        """
+        if (
+            prediction.status == "processing"
+            and prediction.output is not None
+            and not unit.step.model.streams
+        ):
+            return dataclasses.replace(
+                prediction, status="succeeded", completed_at=prediction.completed_at or utc_now()
+            )
+        return prediction
 
     def _created(self, unit: Unit, prediction: Prediction) -> None:
         unit.rec.prediction_id, unit.rec.creating_since = prediction.id, None

@@ -200,13 +200,11 @@ def _job_logs(jobs: list[QueuedJob]) -> Iterator[None]:
     """
     root = logging.getLogger()
     replaced = list(root.handlers)
-    template = next((h for h in replaced if isinstance(h, logging.FileHandler)), None)
     files: dict[int, logging.Handler] = {}
     for job in jobs:
         job_file = logging.FileHandler(job.settings.run_dir / "run.log", encoding="utf-8")
-        job_file.setLevel(template.level if template else logging.INFO)
-        if template is not None and template.formatter is not None:
-            job_file.setFormatter(template.formatter)
+        job_file.setLevel(logging.INFO)
+        job_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         files[job.num] = job_file
     router = _JobLogRouter(files)
     console = logging.StreamHandler(sys.stderr)
