@@ -53,6 +53,12 @@ def main() -> None:
     discovery.register(pipelines)
     try:
         _hydra_main()
+    except KkiaiError:
+        raise
+    except Exception as exc:  # Hydra's own errors outside its error reporting (e.g. --help): no traceback
+        hint = " (e.g. kkiai-run --help pipeline=product_shots)" if "pipeline" in str(exc) else ""
+        print(f"kkiai-run: error: {exc}{hint}", file=sys.stderr)
+        raise SystemExit(2) from None
     except SystemExit as exc:
         # Hydra exits 1 for a bad override or a missing pipeline=; that is a usage error for us.
         if exc.code == 1 and not _Job.started:

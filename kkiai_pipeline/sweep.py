@@ -79,9 +79,26 @@ def queue(plan: Plan, settings: Settings) -> None:
     SWEEP.queued.append(QueuedJob(HydraConfig.get().job.num, plan, settings))
 
 
+ERROR_FILE = "error.json"
+
+
 def note_error(message: str) -> None:
-    """Remember that the current job stopped on bad input (it is shown in sweep.json)."""
-    SWEEP.errors[HydraConfig.get().job.num] = message
+    """Remember that the current job stopped on bad input (it is shown in sweep.json).
+
+    Also written to the job's directory, because under a process launcher (joblib, ray) the job ran in
+    another process than the one that ends the sweep.
+    """
+    hydra_cfg = HydraConfig.get()
+    SWEEP.errors[hydra_cfg.job.num] = message
+    write_json_atomic(Path(hydra_cfg.runtime.output_dir) / ERROR_FILE, {"error": message})
+
+
+def _job_error(job_dir: Path) -> str | None:
+    try:
+        error = json.loads((job_dir / ERROR_FILE).read_text(encoding="utf-8")).get("error")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(error) if error else None
 
 
 class SweepCallback(Callback):
@@ -235,7 +252,8 @@ def collect_jobs(sweep_dir: Path, errors: dict[int, str]) -> list[dict[str, Any]
         job_dir = overrides_file.parent.parent
         num = int(job_dir.name) if job_dir.name.isdigit() else len(jobs)
         overrides = yaml.safe_load(overrides_file.read_text(encoding="utf-8")) or []
-        jobs.append(_job_summary(sweep_dir, job_dir, num, [str(o) for o in overrides], errors.get(num)))
+        error = errors.get(num) or _job_error(job_dir)
+        jobs.append(_job_summary(sweep_dir, job_dir, num, [str(o) for o in overrides], error))
     return sorted(jobs, key=lambda j: j["job"])
 
 

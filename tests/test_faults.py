@@ -47,7 +47,13 @@ FAULTS = {
 )
 def test_transient_faults_cost_nothing_twice_and_lose_nothing(tmp_path: Path, faulty: Any, kind: str) -> None:
     write(tmp_path, "chain", CHAIN)
-    extra = ["api.read_timeout=0.5", "api.wait_seconds=0"] if kind == "slow" else ["api.wait_seconds=1"]
+    # Faults on polls need polls: without Prefer: wait the client polls every prediction.
+    polls = kind in ("poll_5xx", "drop_poll")
+    extra = (
+        ["api.read_timeout=0.5", "api.wait_seconds=0"]
+        if kind == "slow"
+        else [f"api.wait_seconds={0 if polls else 1}"]
+    )
     result = kkiai_run("pipeline=chain", f"api.base_url={faulty.base_url}", *CLIENT, *extra, cwd=tmp_path)
     stats = faulty.stats()
     assert stats["faults"][kind] > 0, stats  # the fault really happened
