@@ -79,6 +79,7 @@ _UP = frozenset({"READY", "BUSY"})
 _BROKEN = frozenset({"SETUP_FAILED", "DEFUNCT"})
 _EVENTS = ["start", "completed"]  # no "output" / "logs" webhooks: the completed one carries both
 _PUT_ATTEMPTS = 5  # PUTs that failed before sending, or met a server that was not set up
+_CANCEL_REPEAT_SECONDS = 1.0  # a cancel the server has not confirmed within this is sent again
 
 
 class CogServerUnavailable(TransportError):
@@ -273,17 +274,25 @@ class CogClient:
         if followed.prediction.terminal:
             return followed.prediction
         url = f"{followed.server.url}/predictions/{prediction_id}/cancel"
-        try:
-            response = await self._send("POST", url)
-        except httpx.TransportError as exc:
-            followed.release()
-            raise TransportError(f"cannot cancel prediction {prediction_id} at {url}: {exc!r}") from exc
-        if response.is_error and response.status_code != 404:
-            followed.release()
-            raise _api_error(response, model=followed.model)
-        if not await followed.progress.settled(self.options.cancel_timeout):
-            said = "had no such prediction running" if response.status_code == 404 else "did not confirm"
-            followed.progress.end("canceled", f"asked the Cog server to cancel it; it {said}")
+        # A cancel that lands while the worker is still picking the prediction up can be lost, so it
+        # is repeated (cancel is idempotent) until the server confirms or cancel_timeout runs out.
+        end = time.monotonic() + self.options.cancel_timeout
+        while True:
+            try:
+                response = await self._send("POST", url)
+            except httpx.TransportError as exc:
+                followed.release()
+                raise TransportError(f"cannot cancel prediction {prediction_id} at {url}: {exc!r}") from exc
+            if response.is_error and response.status_code != 404:
+                followed.release()
+                raise _api_error(response, model=followed.model)
+            remaining = end - time.monotonic()
+            if await followed.progress.settled(min(_CANCEL_REPEAT_SECONDS, max(remaining, 0))):
+                return followed.prediction
+            if remaining <= _CANCEL_REPEAT_SECONDS or response.status_code == 404:
+                break
+        said = "had no such prediction running" if response.status_code == 404 else "did not confirm"
+        followed.progress.end("canceled", f"asked the Cog server to cancel it; it {said}")
         return followed.prediction
 
     def server_url(self, version: str) -> str:
