@@ -63,7 +63,7 @@ class Executor:
         self.record = record
         self.progress = progress
         self._slots = asyncio.Semaphore(options.max_concurrency)
-        self._outputs: dict[str, Any] = {}  # what later steps' templates see as steps.<id>.output
+        self._outputs: dict[str, dict[str, Any]] = {}  # what templates see as steps: {id: {"output": ...}}
         self._known: dict[str, str] = {}  # output URL -> sha256, for content-based cache keys
 
     async def run(self) -> RunRecord:
@@ -176,6 +176,7 @@ class Executor:
             raise StepInputError(f"foreach must give a list, not {type(items).__name__}: {items!r:.80}")
         earlier = {old.index: old for old in rec.items}  # a resumed run keeps what its items did
         rec.items = [_item_record(rec, earlier.get(i), i, value) for i, value in enumerate(items)]
+        self.record.note(step.id)  # the items, once; each item's changes are then journaled on their own
         rec.status, rec.error = "running", None
         results = await asyncio.gather(
             *(self._run_item(step, rec, item_rec, context) for item_rec in rec.items)
@@ -195,7 +196,8 @@ class Executor:
         self, step: PlannedStep, rec: StepRecord, item: StepRecord, context: Mapping[str, Any]
     ) -> Any:
         label = f"{step.id}[{item.index}]"
-        unit = Unit(step, item, step.id, label, self.record.run_dir / "steps" / step.id / str(item.index))
+        folder = self.record.run_dir / "steps" / step.id / str(item.index)
+        unit = Unit(step, item, step.id, label, folder, item=item.index)
         if item.status == "succeeded" and all(
             verify(self.record.run_dir / a.path, a.sha256) for a in item.outputs
         ):
@@ -215,12 +217,12 @@ class Executor:
                 return None
 
     def _succeeded(self, step: PlannedStep, output: Any) -> None:
-        self._outputs[step.id] = output
+        self._outputs[step.id] = {"output": output}
         self._known.update(known_files(output, self.record.steps[step.id].outputs))
 
     def _context(self) -> Mapping[str, Any]:
-        steps = {sid: {"output": output} for sid, output in self._outputs.items()}
-        return {"params": self.plan.pipeline.params, "steps": steps}
+        # kept up to date as steps succeed, not rebuilt for every step that starts
+        return {"params": self.plan.pipeline.params, "steps": self._outputs}
 
     def _finish(self, *, interrupted: bool) -> RunRecord:
         statuses = {s.status for s in self.record.steps.values()}

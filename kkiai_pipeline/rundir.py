@@ -89,6 +89,7 @@ class RunRecord:
     traffic: dict[str, Any] = field(default_factory=dict)  # request, retry and download counters
     _journal: IO[str] | None = field(default=None, repr=False, compare=False)
     _snapshot_at: float = field(default=0.0, repr=False, compare=False)
+    _snapshot_every: float = field(default=SNAPSHOT_INTERVAL, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -103,22 +104,32 @@ class RunRecord:
             "steps": {sid: asdict(step) for sid, step in self.steps.items()},
         }
 
-    def save(self) -> None:
-        """Write the whole record to run.json now."""
-        write_json_atomic(self.run_dir / MANIFEST, self.to_json())
+    def save(self, *, compact: bool = False) -> None:
+        """Write the whole record to run.json now (``compact``: without indentation, for speed)."""
+        started = time.monotonic()
+        write_json_atomic(self.run_dir / MANIFEST, self.to_json(), indent=None if compact else 2)
         self._snapshot_at = time.monotonic()
+        # A large run's snapshot costs more: keep snapshots under about 5% of the time.
+        self._snapshot_every = max(SNAPSHOT_INTERVAL, 20 * (self._snapshot_at - started))
 
-    def note(self, step_id: str, *, durable: bool = False) -> None:
-        """Record a change of one step: appended to the journal (fsynced if ``durable``)."""
+    def note(self, step_id: str, *, durable: bool = False, item: int | None = None) -> None:
+        """Record a change of one step (or one ``item`` of it): appended to the journal, fsynced if
+        ``durable``; run.json is rewritten now and then."""
         if self._journal is None:
             self._journal = (self.run_dir / JOURNAL).open("a", encoding="utf-8")
-        line = json.dumps({"step": step_id, "record": asdict(self.steps[step_id])}, default=str)
-        self._journal.write(line + "\n")
+        step = self.steps[step_id]
+        entry: dict[str, Any] = {
+            "step": step_id,
+            "record": asdict(step if item is None else step.items[item]),
+        }
+        if item is not None:
+            entry["item"] = item
+        self._journal.write(json.dumps(entry, default=str) + "\n")
         self._journal.flush()
         if durable:
             os.fsync(self._journal.fileno())
-        if time.monotonic() - self._snapshot_at >= SNAPSHOT_INTERVAL:
-            self.save()
+        if time.monotonic() - self._snapshot_at >= self._snapshot_every:
+            self.save(compact=True)
 
     def close(self) -> None:
         """Write the final run.json; the journal, now contained in it, is removed."""
@@ -136,7 +147,7 @@ def load_record(run_dir: Path) -> RunRecord:
     """
     raw = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
     latest = dict(raw["steps"])
-    latest.update(_journal_entries(run_dir / JOURNAL))
+    _replay(latest, run_dir / JOURNAL)
     steps = {sid: StepRecord.from_json(step) for sid, step in latest.items()}
     return RunRecord(
         run_dir=run_dir,
@@ -152,22 +163,27 @@ def load_record(run_dir: Path) -> RunRecord:
     )
 
 
-def _journal_entries(path: Path) -> dict[str, dict[str, Any]]:
-    entries: dict[str, dict[str, Any]] = {}
+def _replay(steps: dict[str, dict[str, Any]], path: Path) -> None:
+    """Apply the journal's entries, in order, to the steps read from run.json."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        return entries
+        return
     for line in lines:
         try:
             entry = json.loads(line)
         except ValueError:
             continue  # the line a crash cut short
-        entries[entry["step"]] = entry["record"]
-    return entries
+        if "item" not in entry:
+            steps[entry["step"]] = entry["record"]
+            continue
+        items = steps.setdefault(entry["step"], {}).setdefault("items", [])
+        index = int(entry["item"])
+        items.extend({} for _ in range(index + 1 - len(items)))
+        items[index] = entry["record"]
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> None:
     """Write ``data`` as JSON so that readers see the old file or the new one, never a mix.
 
     The file and its directory are fsynced: a prediction id written here survives a power cut.
@@ -176,7 +192,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False, default=str)
+            json.dump(data, handle, indent=indent, ensure_ascii=False, default=str)
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())

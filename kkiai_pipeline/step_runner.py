@@ -49,6 +49,7 @@ class Unit:
     key: str  # the step id the run's journal files the change under
     label: str  # for messages: "cutout", or "cutout[2]" for an item
     folder: Path  # where its output files go
+    item: int | None = None  # the item's index, for a foreach step
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,8 @@ class StepRunner:
         again only when the list shows it never arrived."""
         for resend in range(MAX_LOST_CREATES + 1):
             unit.rec.creating_since = utc_now()
-            self.record.note(unit.key, durable=True)  # the intent is on disk before the POST
+            # the intent is on disk before the POST
+            self.record.note(unit.key, durable=True, item=unit.item)
             create = asyncio.ensure_future(
                 self._backend(unit).create(unit.step.model.version_ref, input, cancel_after=timeout)
             )
@@ -255,7 +257,9 @@ class StepRunner:
         unit.rec.prediction_id, unit.rec.creating_since = prediction.id, None
         unit.rec.attempts.append({"prediction_id": prediction.id, "status": prediction.status, "error": None})
         self._note(unit.rec, prediction)
-        self.record.note(unit.key, durable=True)  # the id is on disk before anything waits on it
+        self.record.note(
+            unit.key, durable=True, item=unit.item
+        )  # the id is on disk before anything waits on it
         log.info("step %s: created prediction %s (%s)", unit.label, prediction.id, prediction.status)
 
     async def _follow(
@@ -264,7 +268,7 @@ class StepRunner:
         async def on_update(update: Prediction) -> None:
             log.info("step %s: prediction %s is %s", unit.label, update.id, update.status)
             self._note(unit.rec, update)
-            self.record.note(unit.key)
+            self.record.note(unit.key, item=unit.item)
 
         try:
             return await self._backend(unit).wait(prediction, on_update=on_update, deadline=deadline)
@@ -286,11 +290,11 @@ class StepRunner:
                 "left running when interrupted; resume re-attaches to it",
             )
             log.warning("step %s: prediction %s left running", unit.label, prediction.id)
-            self.record.note(unit.key, durable=True)
+            self.record.note(unit.key, durable=True, item=unit.item)
             return
         final = await self._cancel(unit, prediction, reason="canceled when the run was interrupted")
         self._end_attempt(unit, final)
-        self.record.note(unit.key, durable=True)
+        self.record.note(unit.key, durable=True, item=unit.item)
 
     async def _cancel(self, unit: Unit, prediction: Prediction, *, reason: str) -> Prediction:
         assert prediction.id is not None

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 MAX_WAIT_SECONDS = 60  # the API holds a create at most this long with Prefer: wait
 MIN_CANCEL_AFTER_SECONDS = 5  # the API's shortest Cancel-After
 CLOCK_SKEW = timedelta(seconds=30)  # our clock against the API's, when matching creation times
+KEEPALIVE_SECONDS = 4.0
 MAX_LIST_PAGES = 50  # of 100 predictions each, when looking for a lost create
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -171,7 +172,11 @@ class PredictionsClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=100)
+        # Idle connections are dropped before a server's usual 5 s keep-alive closes them, so a create is
+        # never sent on a connection the server is closing (an ambiguous failure by then).
+        limits = httpx.Limits(
+            max_connections=None, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_SECONDS
+        )
         self._http = httpx.AsyncClient(headers=headers, timeout=timeout, transport=transport, limits=limits)
 
     async def __aenter__(self) -> PredictionsClient:
