@@ -57,6 +57,7 @@ def test_wheel_install_runs_product_shots_offline_from_an_empty_folder(wheel: Pa
     empty = tmp_path / "somewhere" / "else"
     empty.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KKIAI_", "PYTHON"))}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # the default cache, kept out of the user's home
     done = subprocess.run(
         [str(venv / "bin" / "kkiai-run"), "pipeline=product_shots", "api=sandbox", "progress=false"],
         cwd=empty,
@@ -73,3 +74,29 @@ def test_wheel_install_runs_product_shots_offline_from_an_empty_folder(wheel: Pa
     outputs = [o for step in manifest["steps"].values() for o in step["outputs"]]
     assert len(outputs) == 4
     assert all((run_dir / o["path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for o in outputs)
+    assert (run_dir / "report.html").is_file()
+
+    sweep = subprocess.run(
+        [
+            str(venv / "bin" / "kkiai-run"),
+            "-m",
+            "pipeline=product_shots",
+            "api=sandbox",
+            "pipeline.params.subject=a mug,a vase",
+            "pipeline.steps.generate.input.guidance_scale=5,9",
+            "pipeline.steps.generate.input.width=256",
+            "pipeline.steps.generate.input.height=256",
+            "progress=false",
+            f"hydra.sweep.dir={empty / 'sweep'}",
+        ],
+        cwd=empty,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert sweep.returncode == 0, sweep.stderr
+    jobs = json.loads((empty / "sweep" / "sweep.json").read_text())["jobs"]
+    assert [j["status"] for j in jobs] == ["succeeded"] * 4
+    assert (empty / "sweep" / "summary.csv").is_file()
+    assert (empty / "sweep" / "grid.png").is_file()
