@@ -91,7 +91,7 @@ class Executor:
         rec = self.record.steps[step.id]
         if rec.status != "succeeded":
             return False
-        if not all(verify(self.record.run_dir / a.path, a.sha256) for a in rec.outputs):
+        if not self._intact(rec):
             log.warning("step %s: stored outputs are missing or changed; running it again", step.id)
             rec.status = "pending"
             return False
@@ -99,6 +99,10 @@ class Executor:
         if self.progress:
             self.progress.step_finished(step.id, "succeeded")
         return True
+
+    def _intact(self, rec: StepRecord) -> bool:
+        """Whether every file ``rec`` stored is still on disk with its recorded sha256."""
+        return all(verify(self.record.run_dir / a.path, a.sha256) for a in rec.outputs)
 
     def _reusable(self, rec: StepRecord) -> Any:
         """What later steps see as a finished step's output (a foreach step: its items' outputs)."""
@@ -198,9 +202,7 @@ class Executor:
         label = f"{step.id}[{item.index}]"
         folder = self.record.run_dir / "steps" / step.id / str(item.index)
         unit = Unit(step, item, step.id, label, folder, item=item.index)
-        if item.status == "succeeded" and all(
-            verify(self.record.run_dir / a.path, a.sha256) for a in item.outputs
-        ):
+        if item.status == "succeeded" and self._intact(item):
             return reusable_output(
                 item.output, item.outputs, self.record.run_dir, completed_at=item.completed_at
             )

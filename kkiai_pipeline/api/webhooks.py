@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import logging
 import secrets
-import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..sockets import bind
 from .prediction import Prediction
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class WebhookReceiver:
         async with self._lock:
             if self.running:
                 return
-            sock = _bind(self._host, self._port)
+            sock = bind(self._host, self._port)
             config = uvicorn.Config(
                 self._app(),
                 log_config=None,
@@ -206,19 +206,6 @@ class WebhookReceiver:
             return Response("not a JSON object", status_code=400)
         self._on_webhook(request.path_params["prediction_id"], body)
         return Response(status_code=200)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP explicitly, so that asyncio sets TCP_NODELAY on accepted sockets (no delayed-ACK stall).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> None:

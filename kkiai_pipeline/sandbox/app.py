@@ -231,15 +231,21 @@ class SandboxApi:
         )
         return JSONResponse(doc, status_code=201, headers={"Preference-Applied": applied})
 
-    async def get(self, request: Request) -> Response:
-        """``GET /predictions/{id}``."""
+    def _prediction_or_error(self, request: Request) -> Prediction | Response:
+        """The prediction a ``/predictions/{id}...`` request names, or the error to answer instead
+        (an injected 5xx, 401, 404)."""
         if self.faults.roll("poll_5xx"):
             return self.faults.server_error()
         if not self._authorized(request):
             return problem_response(wire.unauthenticated())
         prediction = self.store.get(request.path_params["prediction_id"])
-        if prediction is None:
-            return problem_response(wire.not_found())
+        return problem_response(wire.not_found()) if prediction is None else prediction
+
+    async def get(self, request: Request) -> Response:
+        """``GET /predictions/{id}``."""
+        prediction = self._prediction_or_error(request)
+        if isinstance(prediction, Response):
+            return prediction
         response = JSONResponse(self._view(request, prediction))
         if self.faults.roll("drop_poll"):
             return self._drop(response)
@@ -247,13 +253,9 @@ class SandboxApi:
 
     async def cancel(self, request: Request) -> Response:
         """``POST /predictions/{id}/cancel``."""
-        if self.faults.roll("poll_5xx"):
-            return self.faults.server_error()
-        if not self._authorized(request):
-            return problem_response(wire.unauthenticated())
-        prediction = self.store.get(request.path_params["prediction_id"])
-        if prediction is None:
-            return problem_response(wire.not_found())
+        prediction = self._prediction_or_error(request)
+        if isinstance(prediction, Response):
+            return prediction
         self.store.cancel(prediction)
         return JSONResponse(self._view(request, prediction))
 

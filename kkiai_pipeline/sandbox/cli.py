@@ -15,9 +15,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
+from ..sockets import bind
 from .app import create_app
 from .config import DEFAULT_FAIL_MARKER, SandboxConfig
-from .server import API_PATH, bind, build_server, root_url
+from .server import API_PATH, build_server, root_url
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ seen sending.
 from __future__ import annotations
 
 import random
-from typing import Literal
+from typing import Literal, get_args
 
 from starlette.responses import Response
 
@@ -45,18 +45,7 @@ FaultKind = Literal[
     "drop_file",
     "rate_limited",
 ]
-FAULT_KINDS: tuple[FaultKind, ...] = (
-    "poll_5xx",
-    "create_429",
-    "drop_before_create",
-    "drop_after_create",
-    "drop_poll",
-    "slow",
-    "fail",
-    "file_5xx",
-    "drop_file",
-    "rate_limited",
-)
+FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 
 #: The config field holding the rate of each kind drawn for (``rate_limited`` is not drawn).
 RATE_FIELDS: dict[FaultKind, str] = {
