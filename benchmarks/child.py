@@ -31,9 +31,9 @@ def _cpu() -> float:
 
 def run_ours(spec: dict[str, Any], shape: Shape, out_dir: Path) -> dict[str, Any]:
     """Our runner, configured as ``kkiai-run`` with the spec's overrides would be."""
-    from kkiai_pipeline import runner
     from kkiai_pipeline.api.client import ClientOptions
     from kkiai_pipeline.execution import ExecutionOptions
+    from kkiai_pipeline.orchestrator import run_pipeline
     from kkiai_pipeline.pipeline import parse_pipeline
     from kkiai_pipeline.rundir import RunRecord
     from kkiai_pipeline.settings import ApiSettings, Settings
@@ -53,7 +53,7 @@ def run_ours(spec: dict[str, Any], shape: Shape, out_dir: Path) -> dict[str, Any
     )
     cpu, start = _cpu(), time.perf_counter()
     pipeline = parse_pipeline(pipeline_data(shape, foreach=spec["foreach"]))
-    record = runner.run(pipeline, settings)
+    record = run_pipeline(pipeline, settings)
     wall, cpu = time.perf_counter() - start, _cpu() - cpu
     assert isinstance(record, RunRecord)
     statuses = [step.status for step in record.steps.values()]

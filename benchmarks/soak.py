@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kkiai_pipeline import runner
 from kkiai_pipeline.api.client import ClientOptions
 from kkiai_pipeline.execution import ExecutionOptions
+from kkiai_pipeline.orchestrator import run_pipeline
 from kkiai_pipeline.pipeline import parse_pipeline, read_pipeline_file
 from kkiai_pipeline.rundir import RunRecord
 from kkiai_pipeline.sandbox import SandboxConfig, serve_in_thread
@@ -87,7 +87,7 @@ def run_once(pipeline_file: Path, work: Path, name: str, faults: dict[str, Any])
             cache=False,
         )
         start = time.perf_counter()
-        record = runner.run(pipeline, settings)
+        record = run_pipeline(pipeline, settings)
         wall = time.perf_counter() - start
         stats = sandbox.stats()
     assert isinstance(record, RunRecord)

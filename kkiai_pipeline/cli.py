@@ -19,13 +19,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import discovery, runner
+from . import discovery
+from .dryrun import dry_run
 from .errors import KkiaiError, PipelineError, Problem
+from .orchestrator import Job, Orchestrator, prepare
 from .paths import shipped_dir
 from .pipeline import Pipeline, parse_pipeline, read_pipeline_file
+from .rundir import RunRecord
 from .settings import load_settings
-from .sweep import SWEEP, note_error, queue, runs_deferred
-from .terminal import summary
+from .sweep import Sweep, note_error, runs_deferred
+from .terminal import ProgressBar, summary
 
 log = logging.getLogger("kkiai_pipeline")
 
@@ -51,8 +54,18 @@ def main() -> None:
         raise SystemExit(2)
     pipelines = discovery.available(discovery.search_path(os.environ, Path.cwd()))
     discovery.register(pipelines)
+    orchestrator, sweep = Orchestrator(), Sweep()
+
+    @hydra.main(version_base="1.3", config_path=str(shipped_dir("conf")), config_name="config")
+    def task(cfg: DictConfig) -> int:
+        _Job.started = True
+        code = run_job(cfg, orchestrator=orchestrator, sweep=sweep)
+        if HydraConfig.get().mode == RunMode.RUN and code:
+            sys.exit(code)
+        return code
+
     try:
-        _hydra_main()
+        task()
     except KkiaiError:
         raise
     except Exception as exc:  # Hydra's own errors outside its error reporting (e.g. --help): no traceback
@@ -64,46 +77,56 @@ def main() -> None:
         if exc.code == 1 and not _Job.started:
             raise SystemExit(2) from None
         raise
-    if SWEEP.exit_code:  # a multirun: its exit code says whether every job succeeded
-        raise SystemExit(SWEEP.exit_code)
+    if sweep.sweep_dir is not None:  # a multirun under the basic launcher: its jobs run now, together
+        code = sweep.finish(orchestrator=orchestrator)
+        if code:
+            raise SystemExit(code)
 
 
-@hydra.main(version_base="1.3", config_path=str(shipped_dir("conf")), config_name="config")
-def _hydra_main(cfg: DictConfig) -> int:
-    _Job.started = True
-    code = run_job(cfg)
-    if HydraConfig.get().mode == RunMode.RUN and code:
-        sys.exit(code)
-    return code
+def run_job(cfg: DictConfig, *, orchestrator: Orchestrator, sweep: Sweep) -> int:
+    """Run (or, in a sweep, queue) the pipeline of one composed config; returns the exit code.
 
-
-def run_job(cfg: DictConfig) -> int:
-    """Run the pipeline of one composed config; returns the exit code (errors are printed, not raised)."""
+    Errors are printed, not raised.
+    """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    deferred = runs_deferred()
+    if deferred:
+        sweep.sweep_dir = Path(str(hydra_cfg.sweep.dir))
+        sweep.grid_step = str(cfg.grid_step) if cfg.get("grid_step") else None
     try:
         settings = load_settings(cfg, environ=os.environ, run_dir=run_dir)
         pipeline = load_pipeline(cfg, name=str(hydra_cfg.runtime.choices.get("pipeline")))
-        if runs_deferred() and not settings.dry_run:
-            plan = runner.make_plan(pipeline, settings)
-            runner.previous_record(plan, settings)  # refuses to run over an earlier run by accident
-            queue(plan, settings)  # the sweep's jobs run together when the multirun ends
+        if settings.dry_run:
+            print(dry_run(pipeline, settings))
             return 0
-        outcome = runner.run(pipeline, settings)
+        job = prepare(pipeline, settings)
+        if deferred:
+            job.num = hydra_cfg.job.num
+            sweep.queued.append(job)  # the sweep's jobs run together when the multirun ends
+            return 0
+        record = _run_one(job, orchestrator)
     except KkiaiError as exc:
         log.error("%s", exc)  # also into run.log; the console handler prints it
         if hydra_cfg.mode == RunMode.MULTIRUN:
             note_error(str(exc))
         return exc.exit_code
-    if isinstance(outcome, str):  # a dry run's plan
-        print(outcome)
-        return 0
-    print(summary(outcome), file=sys.stderr)
-    if outcome.status != "succeeded":
+    print(summary(record), file=sys.stderr)
+    if record.status != "succeeded":
         print(
             f"to resume this run: {resume_command(list(hydra_cfg.overrides.task), run_dir)}", file=sys.stderr
         )
-    return {"succeeded": 0, "canceled": 130}.get(outcome.status, 1)
+    return {"succeeded": 0, "canceled": 130}.get(record.status, 1)
+
+
+def _run_one(job: Job, orchestrator: Orchestrator) -> RunRecord:
+    progress = ProgressBar(len(job.plan.steps), enabled=job.settings.progress)
+    job.progress = progress
+    try:
+        [record] = orchestrator.run([job])
+    finally:
+        progress.close()
+    return record
 
 
 def resume_command(overrides: list[str], run_dir: Path) -> str:

@@ -13,10 +13,13 @@ from typing import Any
 
 from .api.prediction import output_urls
 from .artifacts import describe_url
-from .cache import PredictionCache, cache_key
-from .outputs import content_keys
+from .backends import BACKENDS, default_backend
+from .ledger import LEDGER_FILE, Ledger, prediction_key
+from .orchestrator import make_plan
+from .pipeline import Pipeline
 from .planning import Plan, PlannedStep, render_input
 from .rundir import write_json_atomic
+from .settings import Settings
 from .templating import Template, TemplateProblem
 from .validation import omit_unset
 
@@ -51,28 +54,43 @@ def _step_data(step: PlannedStep, cache: str | None) -> dict[str, Any]:
     }
 
 
-def cache_verdicts(plan: Plan, cache: PredictionCache | None, *, api_identity: str) -> dict[str, str]:
-    """Per step: will the cache answer it ("hit: ...") or will it run ("miss: why")?
+def dry_run(pipeline: Pipeline, settings: Settings) -> str:
+    """Plan ``pipeline``, say per step whether it would be reused or paid, write plan.json and plan.mmd."""
+    the_plan = make_plan(pipeline, settings)
+    verdicts = ledger_verdicts(the_plan, settings)
+    write_plan(the_plan, settings.run_dir, seed=settings.seed, cache=verdicts)
+    return plan_text(the_plan, seed=settings.seed, cache=verdicts)
 
-    Steps downstream of hits are rendered with the cached outputs, exactly as the run would do.
+
+def ledger_verdicts(plan: Plan, settings: Settings) -> dict[str, str]:
+    """Per step: will the ledger answer it ("hit: ...") or will it be paid ("miss: why")?
+
+    The keys are computed exactly as execution computes them; steps downstream of hits are rendered
+    with the stored outputs, as the run would. The dry run only reads: it never creates the ledger.
     """
+    root = settings.cache_dir
+    ledger = Ledger(root) if root is not None and (root / LEDGER_FILE).exists() else None
     verdicts: dict[str, str] = {}
     outputs: dict[str, Any] = {}
     known: dict[str, str] = {}
-    for step in plan.steps:
-        verdicts[step.id] = _verdict(plan, step, cache, api_identity, outputs, known)
+    try:
+        for step in plan.steps:
+            verdicts[step.id] = _verdict(plan, step, settings, ledger, outputs, known)
+    finally:
+        if ledger is not None:
+            ledger.close()
     return verdicts
 
 
 def _verdict(
     plan: Plan,
     step: PlannedStep,
-    cache: PredictionCache | None,
-    api_identity: str,
+    settings: Settings,
+    ledger: Ledger | None,
     outputs: dict[str, Any],
     known: dict[str, str],
 ) -> str:
-    if cache is None:
+    if not settings.cache:
         return "miss: the cache is off (cache=false)"
     if not step.step.cache:
         return "miss: this step has cache: false"
@@ -86,14 +104,16 @@ def _verdict(
         rendered = omit_unset(render_input(step, context))
     except TemplateProblem as exc:
         return f"miss: {exc}"
-    canonical = content_keys(rendered, known)
-    key = cache_key(api=api_identity, version=step.model.version_ref, canonical_input=canonical)
-    entry = cache.get(key)
-    if entry is None:
-        return f"miss: nothing cached for this input (key {key[:12]})"
+    backend = step.step.backend or default_backend(settings)
+    base_url = settings.api.base_url or ""
+    identity = BACKENDS[backend].identity(settings, base_url, step.model.version_ref)
+    key = prediction_key(identity=identity, version=step.model.version_ref, input=rendered, known=known)
+    entry = ledger.get_now(key.digest) if ledger is not None else None
+    if entry is None or not ledger or not ledger.intact(entry):
+        return f"miss: nothing stored for this input (key {key.digest[:12]})"
     outputs[step.id] = entry.output
-    known.update(zip(output_urls(entry.output), (f["sha256"] for f in entry.files), strict=False))
-    return f"hit: prediction {entry.prediction_id} of {entry.completed_at} (key {key[:12]})"
+    known.update(zip(output_urls(entry.output), (f.sha256 for f in entry.files), strict=False))
+    return f"hit: prediction {entry.prediction_id} of {entry.completed_at} (key {key.digest[:12]})"
 
 
 def _shown(value: Any) -> Any:

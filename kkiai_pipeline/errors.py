@@ -16,7 +16,12 @@
     ├── DeadlineExceeded             ``wait()`` reached its deadline; carries the last prediction
     │                                (the caller cancels it)
     ├── PredictionFailed             a prediction ended failed / canceled / aborted
-    └── DownloadError                an output file could not be fetched or stored
+    ├── UnresolvedCreate             a create's answer was lost and its absence cannot be proven: the
+    │                                step is left ``unresolved``, and nothing is sent again for it
+    ├── OutputsExpired               a prediction succeeded but the service deleted its files before
+    │                                they were stored (paid again only with ``repay_expired=true``)
+    ├── DownloadError                an output file could not be fetched or stored
+    └── StateError                   a record was asked for an impossible status change (a bug)
 
 Library exceptions (httpx, jinja2, yaml) are translated at one boundary each and chained with
 ``from exc``. Messages never contain the API token.
@@ -178,6 +183,31 @@ class PredictionFailed(KkiaiError):
         self.prediction_id = prediction_id
         self.status = status
         super().__init__(message)
+
+
+class UnresolvedCreate(KkiaiError):
+    """A create may have reached the service, and the service cannot yet tell whether it did.
+
+    ``key`` is the ledger key, ``window`` the server-clock time range (RFC 3339) in which the
+    prediction would have been created; later runs keep looking for it instead of sending it again.
+    """
+
+    def __init__(self, message: str, *, key: str, window: tuple[str, str]) -> None:
+        self.key = key
+        self.window = window
+        super().__init__(message)
+
+
+class OutputsExpired(KkiaiError):
+    """A prediction succeeded, but its files were deleted by the service before they were stored."""
+
+    def __init__(self, message: str, *, prediction_id: str | None) -> None:
+        self.prediction_id = prediction_id
+        super().__init__(message)
+
+
+class StateError(KkiaiError):
+    """A status change the record's lifecycle does not allow: a bug, never the user's input."""
 
 
 class DownloadError(KkiaiError):

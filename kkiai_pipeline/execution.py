@@ -1,42 +1,49 @@
-"""The async scheduler over a plan: the only place with concurrency.
+"""The async scheduler over one job's plan.
 
 A step starts as soon as all its dependencies have succeeded; independent steps run concurrently, at
-most ``max_concurrency`` predictions at a time. A step whose dependency did not succeed is ``skipped``;
-the other steps still run to the end. When the run is interrupted (its task is canceled, as the
-runner does on Ctrl-C or SIGTERM), every running step deals with its prediction (see step_runner) and
-the run ends ``canceled`` with run.json written.
+most ``max_concurrency`` predictions at a time. A step whose dependency did not succeed is
+``skipped`` with all that depends on it; the other steps still run to the end.
 
-On resume, steps that succeeded before are reused (their files checked against their sha256), steps
-whose prediction was still running are re-attached to by id, and the rest run again.
+Every step (and every item of a ``foreach``) renders its input, computes its prediction key and asks
+the :class:`~kkiai_pipeline.purchase.Purchaser` for the result: whether anything is paid is decided
+there, from the ledger, never here. So a rerun, a resume and a sweep are the same code: what is
+stored is reused, what runs is followed, what changed runs again.
+
+When the run is interrupted (its task is canceled on Ctrl-C or SIGTERM), each unit hands its key back
+to the purchaser, which cancels or leaves its prediction, and records what the ledger then says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
-from .artifacts import verify
-from .errors import KkiaiError, StepInputError
-from .outputs import known_files, reusable_output
+from .api.backend import PredictionBackend
+from .artifacts import Artifact, describe_url, extension_for
+from .errors import KkiaiError, PredictionFailed, StepInputError, UnresolvedCreate
+from .ledger import Entry, PredictionKey, prediction_key
+from .outputs import kept_output, known_files, reusable_output
 from .planning import Plan, PlannedStep, render_input
-from .rundir import RunRecord, StepRecord, utc_now
-from .step_runner import StepRunner, Unit
+from .purchase import Order, Purchaser, Receipt
+from .rundir import RunRecord, StepRecord, StepStatus
 from .templating import Template, TemplateProblem
 from .validation import omit_unset, validate_input
 
 log = logging.getLogger(__name__)
 
-NOT_SUCCEEDED = frozenset({"failed", "canceled", "aborted", "skipped"})
+INTERRUPT_BUDGET = 3.5  # seconds a unit may take to wind down its prediction after Ctrl-C
 
 
 class Progress(Protocol):
-    """What the scheduler tells the outside world as steps start and end."""
+    """What the scheduler tells the outside world as predictions start and end."""
 
-    def step_started(self, step_id: str) -> None: ...
-    def step_finished(self, step_id: str, status: str) -> None: ...
+    def started(self, label: str) -> None: ...
+    def finished(self, label: str, status: str) -> None: ...
+    def expect(self, count: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -46,124 +53,250 @@ class ExecutionOptions:
     max_concurrency: int = 16
 
 
+@dataclass(frozen=True)
+class JobContext:
+    """What one job's executor needs besides its plan and record."""
+
+    purchaser: Purchaser
+    backends: Mapping[str, PredictionBackend]
+    identity: Any  # (backend name, version) -> service identity, from the backends registry
+    default_backend: str
+    timeout: float
+    cache: bool
+    options: ExecutionOptions
+    previous: RunRecord | None = None  # the run this one resumes, to say what changed
+
+
 class Executor:
     """Runs the steps of one plan and keeps ``record`` (run.json) up to date."""
 
     def __init__(
-        self,
-        plan: Plan,
-        *,
-        steps: StepRunner,
-        record: RunRecord,
-        options: ExecutionOptions,
-        progress: Progress | None = None,
+        self, plan: Plan, *, record: RunRecord, context: JobContext, progress: Progress | None = None
     ) -> None:
         self.plan = plan
-        self.steps = steps
         self.record = record
+        self.context = context
         self.progress = progress
-        self._slots = asyncio.Semaphore(options.max_concurrency)
+        self._slots = asyncio.Semaphore(context.options.max_concurrency)
         self._outputs: dict[str, dict[str, Any]] = {}  # what templates see as steps: {id: {"output": ...}}
-        self._known: dict[str, str] = {}  # output URL -> sha256, for content-based cache keys
+        self._known: dict[str, str] = {}  # output URL -> sha256, for content-based keys
+        self._steps = {step.id: step for step in plan.steps}
+        self._dependents: dict[str, list[str]] = {step.id: [] for step in plan.steps}  # direct ones
+        for step in plan.steps:
+            for dependency in step.depends_on:
+                self._dependents[dependency].append(step.id)
 
     async def run(self) -> RunRecord:
         """Execute every step that can run; returns the final record (``canceled`` if interrupted)."""
-        waiting = {step.id: step for step in self.plan.steps if not self._reused(step)}
-        running: set[asyncio.Task[None]] = set()
-        self.record.status, self.record.finished_at = "running", None
-        self.record.save()
+        self.record.start()
+        waiting_on = {step.id: len(step.depends_on) for step in self.plan.steps}
+        running: dict[asyncio.Task[StepStatus], str] = {}
+
+        def launch(ids: list[str]) -> None:
+            for sid in ids:
+                running[asyncio.create_task(self._run_step(self._steps[sid]), name=sid)] = sid
+
+        launch([sid for sid, n in waiting_on.items() if n == 0])
         try:
-            while waiting or running:
-                for step in self._ready(waiting):
-                    running.add(asyncio.create_task(self._run_step(step), name=step.id))
-                if not running:
-                    break
-                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    task.result()  # a bug in a step must not pass silently
+                    sid = running.pop(task)
+                    if task.result() == "succeeded":
+                        launch(self._unblocked(sid, waiting_on))
+                    else:
+                        self._skip_after(sid)
         except asyncio.CancelledError:
-            await _cancel_all(running)
-            return self._finish(interrupted=True)
-        return self._finish(interrupted=False)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            self.record.finish(interrupted=True)
+            raise
+        self.record.finish(interrupted=False)
+        return self.record
 
-    def _reused(self, step: PlannedStep) -> bool:
-        """Whether ``step`` succeeded in an earlier run of this directory and its files are intact."""
-        rec = self.record.steps[step.id]
-        if rec.status != "succeeded":
-            return False
-        if not self._intact(rec):
-            log.warning("step %s: stored outputs are missing or changed; running it again", step.id)
-            rec.status = "pending"
-            return False
-        self._succeeded(step, self._reusable(rec))
-        if self.progress:
-            self.progress.step_finished(step.id, "succeeded")
-        return True
-
-    def _intact(self, rec: StepRecord) -> bool:
-        """Whether every file ``rec`` stored is still on disk with its recorded sha256."""
-        return all(verify(self.record.run_dir / a.path, a.sha256) for a in rec.outputs)
-
-    def _reusable(self, rec: StepRecord) -> Any:
-        """What later steps see as a finished step's output (a foreach step: its items' outputs)."""
-        if rec.items:
-            return [self._reusable(item) for item in rec.items]
-        return reusable_output(rec.output, rec.outputs, self.record.run_dir, completed_at=rec.completed_at)
-
-    def _ready(self, waiting: dict[str, PlannedStep]) -> list[PlannedStep]:
-        """Pop the steps that can start now; mark those that never can as skipped (in plan order)."""
+    def _unblocked(self, sid: str, waiting_on: dict[str, int]) -> list[str]:
         ready = []
-        for sid in list(waiting):
-            step = waiting[sid]
-            statuses = {d: self.record.steps[d].status for d in step.depends_on}
-            blocked = sorted(d for d, s in statuses.items() if s in NOT_SUCCEEDED)
-            if blocked:
-                del waiting[sid]
-                self._skip(step, blocked)
-            elif all(s == "succeeded" for s in statuses.values()):
-                del waiting[sid]
-                ready.append(step)
+        for dependent in self._dependents[sid]:
+            waiting_on[dependent] -= 1
+            if waiting_on[dependent] == 0:
+                ready.append(dependent)
         return ready
 
-    def _skip(self, step: PlannedStep, blocked: list[str]) -> None:
-        rec = self.record.steps[step.id]
-        rec.status = "skipped"
-        rec.error = f"skipped: dependency {', '.join(repr(b) for b in blocked)} did not succeed"
-        log.info("step %s skipped (%s)", step.id, rec.error)
-        self.record.note(step.id)
-        if self.progress:
-            self.progress.step_finished(step.id, "skipped")
+    def _skip_after(self, failed: str) -> None:
+        """Skip everything downstream of ``failed``, each step once."""
+        blocked, queue = {failed}, [failed]
+        while queue:
+            for dependent in self._dependents[queue.pop()]:
+                rec = self.record.steps[dependent]
+                if dependent in blocked or rec.status != "pending":
+                    continue
+                blocked.add(dependent)
+                queue.append(dependent)
+                causes = sorted(d for d in self._steps[dependent].depends_on if d in blocked)
+                rec.skip(f"skipped: dependency {', '.join(repr(c) for c in causes)} did not succeed")
+                log.info("step %s %s", dependent, rec.error)
+                self.record.note(dependent)
+                if self.progress:
+                    self.progress.finished(dependent, "skipped")
 
-    async def _run_step(self, step: PlannedStep) -> None:
+    # -- one step ----------------------------------------------------------------------------------
+
+    async def _run_step(self, step: PlannedStep) -> StepStatus:
         rec = self.record.steps[step.id]
-        if self.progress:
-            self.progress.step_started(step.id)
+        rec.start()
         try:
-            output = await self._execute(step)
+            if step.foreach is not None:
+                output = await self._fan_out(step, rec)
+            else:
+                output = await self._unit(step, rec, self._context(), step.id, self._folder(step.id))
+        except asyncio.CancelledError:
+            if rec.status == "running":
+                rec.end("canceled", "interrupted")
+            self.record.note(step.id)
+            raise
         except (KkiaiError, TemplateProblem) as exc:
-            rec.status, rec.error, output = "failed", str(exc), None
-            log.error("step %s failed: %s", step.id, exc)
-        if output is not None:
-            self._succeeded(step, output)
+            if rec.status == "running":
+                rec.end(_status_of(exc), str(exc))
+            log.error("step %s %s: %s", step.id, rec.status, exc)
+        else:
+            self._outputs[step.id] = {"output": output}
         self.record.note(step.id)
+        return rec.status
+
+    async def _fan_out(self, step: PlannedStep, rec: StepRecord) -> Any:
+        """One prediction per item of ``foreach``; the step's output is the list of the items' outputs."""
+        context = self._context()
+        items = step.foreach.render(context) if isinstance(step.foreach, Template) else step.foreach
+        if not isinstance(items, list):
+            raise StepInputError(f"foreach must give a list, not {type(items).__name__}: {items!r:.80}")
+        rec.items = [StepRecord(rec.model, rec.version, index=i, item=value) for i, value in enumerate(items)]
+        self.record.note(step.id)  # the items, once; each item's changes are then journaled on their own
         if self.progress:
-            self.progress.step_finished(step.id, rec.status)
+            self.progress.expect(len(items) - 1)
+        results = await asyncio.gather(*(self._run_item(step, rec, i, context) for i in range(len(items))))
+        rec_outputs = [artifact for item in rec.items for artifact in item.outputs]
+        missed = [i for i in rec.items if i.status != "succeeded"]
+        if missed:
+            status: StepStatus = "unresolved" if {i.status for i in missed} == {"unresolved"} else "failed"
+            rec.outputs = rec_outputs
+            rec.end(
+                status,
+                f"{len(missed)} of {len(items)} items did not succeed: "
+                + "; ".join(f"[{i.index}] {i.error}" for i in missed),
+            )
+            raise _Reported()
+        rec.succeed(outputs=rec_outputs)
+        return list(results)
 
-    async def _execute(self, step: PlannedStep) -> Any:
-        rec = self.record.steps[step.id]
-        if step.foreach is not None:
-            return await self._fan_out(step, rec)
-        unit = Unit(step, rec, step.id, step.id, self.record.run_dir / "steps" / step.id)
-        async with self._slots:
-            if rec.status == "running" and (rec.prediction_id or rec.creating_since):
-                return await self.steps.reattach(unit, known=self._known)
-            rec.input = self._input(step, self._context())
-            rec.status, rec.error = "running", None
-            return await self.steps.run(unit, rec.input, known=self._known)
+    async def _run_item(
+        self, step: PlannedStep, rec: StepRecord, index: int, context: Mapping[str, Any]
+    ) -> Any:
+        item = rec.items[index]
+        item.start()
+        label = f"{step.id}[{index}]"
+        try:
+            scope = {**context, "item": item.item, "index": index}
+            return await self._unit(step, item, scope, label, self._folder(step.id) / str(index), index=index)
+        except (KkiaiError, TemplateProblem) as exc:
+            if item.status == "running":
+                item.end(_status_of(exc), str(exc))
+            log.error("step %s %s: %s", label, item.status, exc)
+            return None
+        finally:
+            self.record.note(step.id, item=index)
 
-    def _input(self, step: PlannedStep, context: Mapping[str, Any]) -> dict[str, Any]:
+    async def _unit(
+        self,
+        step: PlannedStep,
+        rec: StepRecord,
+        scope: Mapping[str, Any],
+        label: str,
+        folder: Path,
+        *,
+        index: int | None = None,
+    ) -> Any:
+        """Render, key and obtain one prediction for ``rec``; returns the output later steps see."""
+        rec.input = self._input(step, scope)
+        key = self._key(step, rec.input, index)
+        rec.key = key.digest
+        rec.note = self._why(step.id, index, key)
+        order = Order(
+            key=key,
+            backend=self._backend(step),
+            input=rec.input,
+            timeout=step.step.timeout or self.context.timeout,
+            streams=step.model.streams,
+            label=label,
+        )
+        if self.progress:
+            self.progress.started(label)
+        try:
+            receipt = await self._obtain(order, rec, step.step.retries)
+        except asyncio.CancelledError:
+            entry = await self.context.purchaser.abandon(key.digest, budget=INTERRUPT_BUDGET)
+            rec.prediction_id = entry.prediction_id if entry else None
+            rec.end(*_interrupted(entry))
+            raise
+        finally:
+            if self.progress:
+                self.progress.finished(label, rec.status)
+        return self._record(rec, receipt, folder)
+
+    async def _obtain(self, order: Order, rec: StepRecord, retries: int) -> Receipt:
+        """The receipt; a prediction that *failed* is tried again ``retries`` times, each on record."""
+        attempt = 0
+        while True:
+            try:
+                async with self._slots:
+                    receipt = await self.context.purchaser.obtain(order)
+            except PredictionFailed as exc:
+                rec.prediction_id = exc.prediction_id
+                rec.attempts.append(
+                    {"prediction_id": exc.prediction_id, "status": exc.status, "error": str(exc)}
+                )
+                if exc.status != "failed" or attempt >= retries:
+                    raise
+                attempt += 1
+                log.warning("%s: prediction failed, retry %d of %d", order.label, attempt, retries)
+                continue
+            prediction = receipt.prediction
+            rec.attempts.append({"prediction_id": prediction.id, "status": prediction.status, "error": None})
+            return receipt
+
+    def _record(self, rec: StepRecord, receipt: Receipt, folder: Path) -> Any:
+        """Copy the receipt's files into ``folder``, record them, and return what later steps see."""
+        ledger = self.context.purchaser.ledger
+        outputs = []
+        for i, stored in enumerate(receipt.files):
+            target = folder / f"output_{i}{extension_for(stored.content_type)}"
+            ledger.copy_out(stored.sha256, target)
+            url = describe_url(receipt.urls[i]) if i < len(receipt.urls) else ""
+            path = target.relative_to(self.record.run_dir).as_posix()
+            outputs.append(Artifact(path, url, stored.sha256, stored.bytes, stored.content_type))
+        prediction = receipt.prediction
+        rec.prediction_id, rec.obtained = prediction.id, receipt.how
+        rec.created_at, rec.started_at = prediction.created_at, prediction.started_at
+        rec.completed_at, rec.metrics = prediction.completed_at, dict(prediction.metrics)
+        rec.succeed(outputs=outputs, output=kept_output(prediction.output))
+        log.info(
+            "%s: %s, prediction %s, %d files",
+            rec.key and rec.key[:12],
+            receipt.how,
+            prediction.id,
+            len(outputs),
+        )
+        # Fresh URLs may go on as they are; anything older goes on as the stored bytes.
+        completed = prediction.completed_at if receipt.fresh else None
+        handed_on = reusable_output(prediction.output, outputs, self.record.run_dir, completed_at=completed)
+        self._known.update(known_files(handed_on, outputs))
+        return handed_on
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _input(self, step: PlannedStep, scope: Mapping[str, Any]) -> dict[str, Any]:
         """The step's input rendered and checked; raises StepInputError before anything is sent."""
-        rendered = render_input(step, context)
+        rendered = render_input(step, scope)
         problems = validate_input(step.model, rendered)
         if problems:
             fields = "; ".join(f"input.{p.field}: {p.message}" for p in problems)
@@ -172,84 +305,69 @@ class Executor:
             )
         return omit_unset(rendered)
 
-    async def _fan_out(self, step: PlannedStep, rec: StepRecord) -> Any:
-        """One prediction per item of ``foreach``; the step's output is the list of the items' outputs."""
-        context = self._context()
-        items = step.foreach.render(context) if isinstance(step.foreach, Template) else step.foreach
-        if not isinstance(items, list):
-            raise StepInputError(f"foreach must give a list, not {type(items).__name__}: {items!r:.80}")
-        earlier = {old.index: old for old in rec.items}  # a resumed run keeps what its items did
-        rec.items = [_item_record(rec, earlier.get(i), i, value) for i, value in enumerate(items)]
-        self.record.note(step.id)  # the items, once; each item's changes are then journaled on their own
-        rec.status, rec.error = "running", None
-        results = await asyncio.gather(
-            *(self._run_item(step, rec, item_rec, context) for item_rec in rec.items)
+    def _backend(self, step: PlannedStep) -> str:
+        return step.step.backend or self.context.default_backend
+
+    def _key(self, step: PlannedStep, input: Mapping[str, Any], index: int | None) -> PredictionKey:
+        private = not (self.context.cache and step.step.cache)
+        nonce = f"{self.record.run_id}/{step.id}/{index}" if private else None
+        return prediction_key(
+            identity=self.context.identity(self._backend(step), step.model.version_ref),
+            version=step.model.version_ref,
+            input=input,
+            known=self._known,
+            nonce=nonce,
         )
-        rec.outputs = [artifact for item_rec in rec.items for artifact in item_rec.outputs]
-        failed = [i.index for i in rec.items if i.status != "succeeded"]
-        if failed:
-            rec.status = "failed"
-            rec.error = f"{len(failed)} of {len(items)} items did not succeed: " + "; ".join(
-                f"[{i.index}] {i.error}" for i in rec.items if i.status != "succeeded"
-            )
+
+    def _why(self, step_id: str, index: int | None, key: PredictionKey) -> str | None:
+        """On a rerun or resume: what changed since the last attempt of this run directory."""
+        previous = self.context.previous
+        before = previous.steps.get(step_id) if previous else None
+        if before is not None and index is not None:
+            before = before.items[index] if index < len(before.items) else None
+        if before is None or before.key is None:
             return None
-        rec.status = "succeeded"
-        return list(results)
+        if before.key != key.digest:
+            return "its input changed since the last attempt"
+        if before.status != "succeeded":
+            return f"it ended {before.status} in the last attempt"
+        return "unchanged since the last attempt"
 
-    async def _run_item(
-        self, step: PlannedStep, rec: StepRecord, item: StepRecord, context: Mapping[str, Any]
-    ) -> Any:
-        label = f"{step.id}[{item.index}]"
-        folder = self.record.run_dir / "steps" / step.id / str(item.index)
-        unit = Unit(step, item, step.id, label, folder, item=item.index)
-        if item.status == "succeeded" and self._intact(item):
-            return reusable_output(
-                item.output, item.outputs, self.record.run_dir, completed_at=item.completed_at
-            )
-        async with self._slots:
-            try:
-                if item.status == "running" and (item.prediction_id or item.creating_since):
-                    return await self.steps.reattach(unit, known=self._known)
-                item.input = self._input(step, {**context, "item": item.item, "index": item.index})
-                item.status, item.error = "running", None
-                return await self.steps.run(unit, item.input, known=self._known)
-            except (KkiaiError, TemplateProblem) as exc:
-                item.status, item.error = "failed", str(exc)
-                log.error("step %s failed: %s", label, exc)
-                return None
-
-    def _succeeded(self, step: PlannedStep, output: Any) -> None:
-        self._outputs[step.id] = {"output": output}
-        self._known.update(known_files(output, self.record.steps[step.id].outputs))
+    def _folder(self, step_id: str) -> Path:
+        return self.record.run_dir / "steps" / step_id
 
     def _context(self) -> Mapping[str, Any]:
         # kept up to date as steps succeed, not rebuilt for every step that starts
         return {"params": self.plan.pipeline.params, "steps": self._outputs}
 
-    def _finish(self, *, interrupted: bool) -> RunRecord:
-        statuses = {s.status for s in self.record.steps.values()}
-        if interrupted:
-            self.record.status = "canceled"
-        else:
-            self.record.status = "succeeded" if statuses == {"succeeded"} else "failed"
-        self.record.finished_at = utc_now()
-        self.record.close()
-        return self.record
+
+class _Reported(KkiaiError):
+    """A foreach step whose record already says why it did not succeed."""
 
 
-async def _cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
-    """Cancel ``tasks`` and wait until each has dealt with its prediction."""
-    tasks = list(tasks)
-    for task in tasks:
-        task.cancel()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    for result in results:
-        if isinstance(result, Exception):
-            log.error("while canceling: %s", result)
+def _status_of(exc: BaseException) -> StepStatus:
+    if isinstance(exc, UnresolvedCreate):
+        return "unresolved"
+    if isinstance(exc, PredictionFailed) and exc.status in ("canceled", "aborted"):
+        return "canceled" if exc.status == "canceled" else "aborted"
+    return "failed"
 
 
-def _item_record(step: StepRecord, earlier: StepRecord | None, index: int, value: Any) -> StepRecord:
-    """The record of item ``index``: the earlier run's if it was for the same value, else a new one."""
-    if earlier is not None and earlier.item == value:
-        return earlier
-    return StepRecord(step.model, step.version, index=index, item=value)
+def _interrupted(entry: Entry | None) -> tuple[StepStatus, str]:
+    """A unit's status after Ctrl-C, from what the ledger holds for its key."""
+    if entry is None or entry.state == "intended":
+        return "canceled", "interrupted before anything was sent"
+    pid = entry.prediction_id
+    if entry.state == "sending":
+        return "unresolved", (
+            "interrupted while a create was on its way, and its prediction could not be found yet: "
+            "the next run or resume looks for it before sending anything"
+        )
+    if entry.state == "created":
+        return "canceled", f"interrupted; prediction {pid} was left running: a resume re-attaches to it"
+    if entry.state in ("succeeded", "stored"):
+        return (
+            "canceled",
+            f"interrupted; prediction {pid} succeeded: a resume stores its files, paying nothing",
+        )
+    return "canceled", f"interrupted; prediction {pid} was canceled"

@@ -4,15 +4,19 @@ Two files keep it:
 
 - ``run.json``, the whole record, rewritten atomically (temporary file, fsync, rename) at the start,
   at most once a second while the run goes on, and at the end;
-- ``run.journal``, one JSON line per step change, appended as it happens; the changes that must
-  survive a crash (the intent to create, a prediction id) are fsynced before the run goes on.
+- ``run.journal``, one JSON line per step change, appended as it happens.
+
+What money depends on (intents to create, prediction ids) is not kept here but in the ledger
+(:mod:`kkiai_pipeline.ledger`), durably, before each side effect.
 
 Rewriting a whole run.json at every change would cost O(steps) per change, O(steps²) per run; the
 journal keeps each change O(1). Loading replays the journal over run.json; a finished run removes
 the journal. The API token is never part of either.
 
 Step statuses: ``pending`` (not started), ``running`` (rendering, creating or waiting), ``succeeded``,
-``failed``, ``canceled``, ``aborted`` (as the prediction ended), ``skipped`` (a dependency did not succeed).
+``failed``, ``canceled``, ``aborted`` (as the prediction ended), ``skipped`` (a dependency did not
+succeed), ``unresolved`` (a create's answer was lost and the service cannot yet tell whether it
+arrived: nothing is sent again until it can).
 """
 
 from __future__ import annotations
@@ -21,18 +25,31 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from .artifacts import Artifact
+from .errors import StateError
 
-StepStatus = Literal["pending", "running", "succeeded", "failed", "canceled", "aborted", "skipped"]
+StepStatus = Literal[
+    "pending", "running", "succeeded", "failed", "canceled", "aborted", "skipped", "unresolved"
+]
 RunStatus = Literal["running", "succeeded", "failed", "canceled"]
+Obtained = Literal["created", "reused", "shared", "reattached", "recovered"]
 MANIFEST = "run.json"
 JOURNAL = "run.journal"
+SCHEMA_VERSION = 2  # of run.json; docs/run.schema.json describes it
 SNAPSHOT_INTERVAL = 1.0  # seconds between rewrites of run.json while a run goes on
+
+#: The moves a step's status may make; anything else is a bug (StateError).
+_MOVES: dict[str, frozenset[str]] = {
+    "pending": frozenset({"running", "skipped"}),
+    "running": frozenset({"succeeded", "failed", "canceled", "aborted", "unresolved"}),
+}
+ENDED: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "aborted", "skipped", "unresolved"})
 
 
 def utc_now() -> str:
@@ -42,45 +59,87 @@ def utc_now() -> str:
 
 @dataclass
 class StepRecord:
-    """What happened to one step."""
+    """What happened to one step (or one item of a ``foreach`` step).
+
+    Its ``status`` changes only through :meth:`start`, :meth:`succeed`, :meth:`end` and :meth:`skip`,
+    which refuse impossible moves.
+    """
 
     model: str
     version: str
     depends_on: list[str] = field(default_factory=list)
     status: StepStatus = "pending"
     input: dict[str, Any] | None = None
+    key: str | None = None  # the prediction's ledger key
+    obtained: Obtained | None = None  # how its result was obtained
     prediction_id: str | None = None
     error: str | None = None
-    created_at: str | None = None
+    note: str | None = None  # why it ran or was reused (on a rerun or resume)
+    started: str | None = None  # when this run started the step (our clock)
+    ended: str | None = None
+    created_at: str | None = None  # the API's timestamps of the prediction
     started_at: str | None = None
     completed_at: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     outputs: list[Artifact] = field(default_factory=list)
     output: Any = None  # the API's output shape, data: URIs shortened (see outputs.kept_output)
     attempts: list[dict[str, Any]] = field(default_factory=list)  # every prediction made for this step
-    cache: str | None = None  # "hit" or "stored", with cache_key
-    cache_key: str | None = None
-    creating_since: str | None = None  # a create was sent at this time and its answer is not on disk yet
     items: list[StepRecord] = field(default_factory=list)  # a foreach step: one record per item
     index: int | None = None  # an item: its position
     item: Any = None  # an item: the value its templates saw as {{ item }}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepRecord:
-        """A StepRecord from its run.json form (items and outputs included)."""
-        outputs = [Artifact(**a) for a in data.pop("outputs", [])]
-        items = [cls.from_json(i) for i in data.pop("items", [])]
-        return cls(**data, outputs=outputs, items=items)
+        """A StepRecord from its run.json form (items and outputs included); unknown keys are ignored."""
+        known = {f.name for f in fields(cls)} - {"outputs", "items"}
+        outputs = [Artifact(**a) for a in data.get("outputs", [])]
+        items = [cls.from_json(i) for i in data.get("items", [])]
+        return cls(**{k: v for k, v in data.items() if k in known}, outputs=outputs, items=items)
+
+    def _move(self, status: StepStatus) -> None:
+        if status not in _MOVES.get(self.status, frozenset()):
+            raise StateError(f"a step cannot go from {self.status} to {status}")
+        self.status = status
+
+    def start(self) -> None:
+        """pending -> running."""
+        self._move("running")
+        self.started, self.error = utc_now(), None
+
+    def succeed(self, *, outputs: list[Artifact], output: Any = None) -> None:
+        """running -> succeeded, with the files stored for it."""
+        self._move("succeeded")
+        self.outputs, self.output, self.ended = outputs, output, utc_now()
+
+    def end(self, status: StepStatus, error: str) -> None:
+        """running -> failed, canceled, aborted or unresolved, saying why."""
+        self._move(status)
+        self.error, self.ended = error, utc_now()
+
+    def skip(self, error: str) -> None:
+        """pending -> skipped (a dependency did not succeed)."""
+        self._move("skipped")
+        self.error = error
+
+    @property
+    def seconds(self) -> float | None:
+        """How long this run spent on the step, if it started and ended."""
+        start, end = _epoch(self.started), _epoch(self.ended)
+        return round(end - start, 3) if start is not None and end is not None else None
 
 
 @dataclass
 class RunRecord:
-    """The whole run; ``save()`` writes it to ``<run_dir>/run.json``."""
+    """The whole run; ``save()`` writes it to ``<run_dir>/run.json``.
+
+    ``status`` changes only through :meth:`start` and :meth:`finish`.
+    """
 
     run_dir: Path
     pipeline: str
     api: dict[str, Any]
     steps: dict[str, StepRecord]
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     source: str | None = None
     seed: int | None = None
     status: RunStatus = "running"
@@ -93,6 +152,8 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
             "pipeline": self.pipeline,
             "source": self.source,
             "seed": self.seed,
@@ -104,6 +165,21 @@ class RunRecord:
             "steps": {sid: asdict(step) for sid, step in self.steps.items()},
         }
 
+    def start(self) -> None:
+        """The run (or its resume) begins: running, written out."""
+        self.status, self.started_at, self.finished_at = "running", utc_now(), None
+        self.save()
+
+    def finish(self, *, interrupted: bool) -> None:
+        """The run ends: its status follows from its steps (canceled if interrupted); run.json is final."""
+        if interrupted:
+            self.status = "canceled"
+        else:
+            ok = all(s.status == "succeeded" for s in self.steps.values())
+            self.status = "succeeded" if ok else "failed"
+        self.finished_at = utc_now()
+        self.close()
+
     def save(self, *, compact: bool = False) -> None:
         """Write the whole record to run.json now (``compact``: without indentation, for speed)."""
         started = time.monotonic()
@@ -112,9 +188,9 @@ class RunRecord:
         # A large run's snapshot costs more: keep snapshots under about 5% of the time.
         self._snapshot_every = max(SNAPSHOT_INTERVAL, 20 * (self._snapshot_at - started))
 
-    def note(self, step_id: str, *, durable: bool = False, item: int | None = None) -> None:
-        """Record a change of one step (or one ``item`` of it): appended to the journal, fsynced if
-        ``durable``; run.json is rewritten now and then."""
+    def note(self, step_id: str, *, item: int | None = None) -> None:
+        """Record a change of one step (or one ``item`` of it): appended to the journal; run.json is
+        rewritten now and then. (What money depends on is in the ledger, durably, already.)"""
         if self._journal is None:
             self._journal = (self.run_dir / JOURNAL).open("a", encoding="utf-8")
         step = self.steps[step_id]
@@ -126,8 +202,6 @@ class RunRecord:
             entry["item"] = item
         self._journal.write(json.dumps(entry, default=str) + "\n")
         self._journal.flush()
-        if durable:
-            os.fsync(self._journal.fileno())
         if time.monotonic() - self._snapshot_at >= self._snapshot_every:
             self.save(compact=True)
 
@@ -151,6 +225,7 @@ def load_record(run_dir: Path) -> RunRecord:
     steps = {sid: StepRecord.from_json(step) for sid, step in latest.items()}
     return RunRecord(
         run_dir=run_dir,
+        run_id=str(raw.get("run_id") or uuid.uuid4().hex),
         pipeline=raw["pipeline"],
         api=raw["api"],
         steps=steps,
@@ -201,6 +276,15 @@ def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _epoch(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _fsync_dir(folder: Path) -> None:

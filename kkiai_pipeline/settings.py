@@ -20,7 +20,7 @@ from .api.cog import CogOptions
 from .errors import ConfigError
 from .execution import ExecutionOptions
 from .localfiles import DEFAULT_MAX_BYTES
-from .step_runner import OnInterrupt
+from .purchase import OnInterrupt
 
 ApiKind = Literal["kkiai", "sandbox", "cog"]
 SANDBOX_TOKEN = "sandbox"  # the emulator wants a bearer token like the real API; any will do
@@ -64,6 +64,7 @@ class Settings:
     cache_dir: Path | None = None
     max_download_bytes: int = 200 * 1024 * 1024
     cog: CogSettings = field(default_factory=CogSettings)
+    repay_expired: bool = False  # pay again for a prediction whose files the service deleted unstored
 
 
 def load_settings(cfg: DictConfig, *, environ: Mapping[str, str], run_dir: Path) -> Settings:
@@ -96,6 +97,7 @@ def load_settings(cfg: DictConfig, *, environ: Mapping[str, str], run_dir: Path)
         cache_dir=_cache_dir(raw.get("cache_dir"), environ),
         max_download_bytes=_positive_int(raw, "max_download_bytes"),
         cog=_cog_settings(raw.get("cog") or {}),
+        repay_expired=_flag(raw, "repay_expired", default=False),
     )
 
 

@@ -1,28 +1,28 @@
 """Hydra multiruns: the jobs of a sweep run concurrently, and the sweep gets its own files.
 
 Hydra's basic launcher calls the task function for one job after another. Under that launcher, a
-multirun job only *prepares* itself here (settings, pipeline, every check, the plan) and is queued;
-the sweep callback's ``on_multirun_end`` then runs all queued jobs at once on one event loop, over one
-API client (one connection pool, one rate limit) and one emulator for ``api=sandbox``. So a sweep takes
+multirun job only *prepares* itself (settings, pipeline, every check, the plan) and joins the
+:class:`Sweep` that ``kkiai-run`` holds; when Hydra's multirun returns, the one
+:class:`~.orchestrator.Orchestrator` runs them all at once, sharing one ledger (identical
+predictions paid once), one connection pool, one rate limit and one emulator. So a sweep takes
 about as long as its slowest job, without installing a launcher plugin (Hydra only discovers those in
 the ``hydra_plugins`` namespace package, which editable installs break). Other launchers (``ray``,
-``joblib``) run each job where they put it, at once, as a normal run.
+``joblib``) run each job where they put it, at once, as a normal run, and :class:`SweepCallback`
+ends the sweep.
 
-Either way ``on_multirun_end`` then writes, at the sweep root, ``sweep.json`` and ``summary.csv`` (one
-row a job: overrides, status, timings, outputs) and the comparison grid, and records the sweep's exit
-code: 0 when every job succeeded, 2 when a job had bad input, 130 when interrupted, else 1.
+Either way the sweep ends with ``sweep.json`` and ``summary.csv`` at its root (one row a job:
+overrides, status, timings, outputs) and the comparison grid; its exit code is 0 when every job
+succeeded, 2 when a job had bad input, 130 when interrupted, else 1.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import csv
 import json
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +34,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .api.prediction import parse_timestamp
-from .planning import Plan
-from .rundir import MANIFEST, RunRecord, write_json_atomic
-from .runner import Connections, api_base_url, execute_job, interrupts_cancel, new_record, previous_record
-from .settings import Settings
+from .orchestrator import CURRENT_JOB, Job, Orchestrator
+from .rundir import MANIFEST, write_json_atomic
 from .terminal import ProgressBar
 
 log = logging.getLogger(__name__)
@@ -45,27 +43,7 @@ log = logging.getLogger(__name__)
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 SWEEP_FILE = "sweep.json"
 SUMMARY_FILE = "summary.csv"
-
-
-@dataclass
-class QueuedJob:
-    """A checked, planned job waiting for the sweep's batch."""
-
-    num: int
-    plan: Plan
-    settings: Settings
-
-
-@dataclass
-class _Sweep:
-    """What the jobs of the running sweep left for its end (launcher and callback share a process)."""
-
-    queued: list[QueuedJob] = field(default_factory=list)
-    errors: dict[int, str] = field(default_factory=dict)  # job number -> the usage error it hit
-    exit_code: int | None = None
-
-
-SWEEP = _Sweep()
+ERROR_FILE = "error.json"
 
 
 def runs_deferred() -> bool:
@@ -74,23 +52,9 @@ def runs_deferred() -> bool:
     return hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.launcher.get("_target_") == BASIC_LAUNCHER
 
 
-def queue(plan: Plan, settings: Settings) -> None:
-    """Keep a prepared job for the batch at the end of the sweep."""
-    SWEEP.queued.append(QueuedJob(HydraConfig.get().job.num, plan, settings))
-
-
-ERROR_FILE = "error.json"
-
-
 def note_error(message: str) -> None:
-    """Remember that the current job stopped on bad input (it is shown in sweep.json).
-
-    Also written to the job's directory, because under a process launcher (joblib, ray) the job ran in
-    another process than the one that ends the sweep.
-    """
-    hydra_cfg = HydraConfig.get()
-    SWEEP.errors[hydra_cfg.job.num] = message
-    write_json_atomic(Path(hydra_cfg.runtime.output_dir) / ERROR_FILE, {"error": message})
+    """Remember, in the job's directory, that the current job stopped on bad input (sweep.json shows it)."""
+    write_json_atomic(Path(HydraConfig.get().runtime.output_dir) / ERROR_FILE, {"error": message})
 
 
 def _job_error(job_dir: Path) -> str | None:
@@ -101,81 +65,58 @@ def _job_error(job_dir: Path) -> str | None:
     return str(error) if error else None
 
 
-class SweepCallback(Callback):
-    """Runs the queued jobs at the end of a multirun, then writes the sweep's files.
+@dataclass
+class Sweep:
+    """The multirun this process takes part in: the jobs it runs together at the end (under Hydra's
+    basic launcher), and where the sweep's files go."""
 
-    The grid shows the output of the step named by the config's ``grid_step`` (default: the last).
+    sweep_dir: Path | None = None
+    grid_step: str | None = None
+    queued: list[Job] = field(default_factory=list)
+
+    def finish(self, *, orchestrator: Orchestrator) -> int:
+        """Run the queued jobs together, then write the sweep's files; returns the sweep's exit code."""
+        assert self.sweep_dir is not None
+        interrupted = False
+        if self.queued:
+            with _job_logs(self.queued):
+                total = sum(len(job.plan.steps) for job in self.queued)
+                progress = ProgressBar(total, enabled=self.queued[0].settings.progress)
+                for job in self.queued:
+                    job.progress = _Labelled(progress, f"{job.num}:")
+                try:
+                    orchestrator.run(self.queued)
+                finally:
+                    progress.close()
+            interrupted = orchestrator.interrupted
+        return end_sweep(self.sweep_dir, self.grid_step, interrupted=interrupted)
+
+
+def end_sweep(sweep_dir: Path, grid_step: str | None, *, interrupted: bool) -> int:
+    """sweep.json, summary.csv, the grid and the terminal table; returns the sweep's exit code."""
+    jobs = collect_jobs(sweep_dir)
+    code = write_sweep_files(sweep_dir, jobs, interrupted=interrupted)
+    _write_grid(sweep_dir, grid_step)
+    print(sweep_table(sweep_dir, jobs), file=sys.stderr)
+    return code
+
+
+class SweepCallback(Callback):
+    """Writes the sweep's files when a process launcher (ray, joblib) ran the jobs elsewhere.
+
+    Under the basic launcher the jobs run after Hydra's multirun, in ``kkiai-run`` itself, which then
+    writes the files; this callback leaves that sweep alone. The exit code leaves as SystemExit.
     """
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        SWEEP.queued.clear()
-        SWEEP.errors.clear()
-        SWEEP.exit_code = None
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            self._end(config)
-        except Exception:
-            # Hydra would turn this into a mere warning; a sweep that could not finish must fail.
-            log.exception("the sweep could not be completed")
-            SWEEP.exit_code = 1
-
-    def _end(self, config: DictConfig) -> None:
-        interrupted = run_batch(SWEEP.queued) if SWEEP.queued else False
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        jobs = collect_jobs(sweep_dir, SWEEP.errors)
-        SWEEP.exit_code = write_sweep_files(sweep_dir, jobs, interrupted=interrupted)
+        if config.hydra.launcher.get("_target_") == BASIC_LAUNCHER:
+            return
         grid_step = config.get("grid_step")
-        _write_grid(sweep_dir, str(grid_step) if grid_step else None)
-        print(sweep_table(sweep_dir, jobs), file=sys.stderr)
-
-
-def run_batch(jobs: list[QueuedJob]) -> bool:
-    """Run ``jobs`` concurrently (one emulator for the sandbox jobs); True if interrupted."""
-    with ExitStack() as stack:
-        sandbox = next((j.settings.api for j in jobs if j.settings.api.kind == "sandbox"), None)
-        sandbox_url = stack.enter_context(api_base_url(sandbox)) if sandbox else None
-        with _job_logs(jobs):
-            return asyncio.run(_run_all(jobs, sandbox_url))
-
-
-async def _run_all(jobs: list[QueuedJob], sandbox_url: str | None) -> bool:
-    pools: dict[tuple[Any, ...], Connections] = {}
-    total = sum(len(job.plan.steps) for job in jobs)
-    progress = ProgressBar(total, enabled=jobs[0].settings.progress)
-    tasks = []
-    for job in jobs:
-        api = job.settings.api
-        base_url = sandbox_url if api.kind == "sandbox" else api.base_url
-        assert base_url is not None
-        cog = job.settings.cog
-        key = (base_url, api.token, api.client, tuple(sorted(cog.servers.items())), cog.options)
-        if key not in pools:
-            pools[key] = Connections.open(job.settings, base_url)
-        tasks.append(_run_job(job, base_url, pools[key], progress))
-    interrupted = False
-    try:
-        with interrupts_cancel(asyncio.current_task()):
-            await asyncio.gather(*tasks)
-    except asyncio.CancelledError:
-        interrupted = True  # every job has ended its predictions and written its run.json
-    finally:
-        progress.close()
-        for pool in pools.values():
-            await pool.aclose()
-    return interrupted
-
-
-async def _run_job(
-    job: QueuedJob, base_url: str, connections: Connections, progress: ProgressBar
-) -> RunRecord:
-    _CURRENT_JOB.set(job.num)
-    record = previous_record(job.plan, job.settings) or new_record(job.plan, job.settings, base_url=base_url)
-    record.api["base_url"] = base_url
-    labelled = _Labelled(progress, f"{job.num}:")
-    return await execute_job(
-        job.plan, record, job.settings, connections=connections, progress=labelled, shared=True
-    )
+        code = end_sweep(
+            Path(str(config.hydra.sweep.dir)), str(grid_step) if grid_step else None, interrupted=False
+        )
+        if code:
+            raise SystemExit(code)
 
 
 @dataclass(frozen=True)
@@ -185,14 +126,14 @@ class _Labelled:
     bar: ProgressBar
     prefix: str
 
-    def step_started(self, step_id: str) -> None:
-        self.bar.step_started(self.prefix + step_id)
+    def started(self, label: str) -> None:
+        self.bar.started(self.prefix + label)
 
-    def step_finished(self, step_id: str, status: str) -> None:
-        self.bar.step_finished(self.prefix + step_id, status)
+    def finished(self, label: str, status: str) -> None:
+        self.bar.finished(self.prefix + label, status)
 
-
-_CURRENT_JOB: contextvars.ContextVar[int | None] = contextvars.ContextVar("kkiai_job", default=None)
+    def expect(self, count: int) -> None:
+        self.bar.expect(count)
 
 
 class _JobLogRouter(logging.Handler):
@@ -203,14 +144,14 @@ class _JobLogRouter(logging.Handler):
         self.files = files
 
     def emit(self, record: logging.LogRecord) -> None:
-        job = _CURRENT_JOB.get()
+        job = CURRENT_JOB.get()
         handler = self.files.get(job) if job is not None else None
         if handler is not None and record.levelno >= handler.level:
             handler.handle(record)
 
 
 @contextmanager
-def _job_logs(jobs: list[QueuedJob]) -> Iterator[None]:
+def _job_logs(jobs: list[Job]) -> Iterator[None]:
     """While the batch runs, log lines go to their job's run.log, and only warnings to the terminal.
 
     By then Hydra's logging points at the last job's file and its own console format.
@@ -222,7 +163,7 @@ def _job_logs(jobs: list[QueuedJob]) -> Iterator[None]:
         job_file = logging.FileHandler(job.settings.run_dir / "run.log", encoding="utf-8")
         job_file.setLevel(logging.INFO)
         job_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        files[job.num] = job_file
+        files[job.num or 0] = job_file
     router = _JobLogRouter(files)
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING)
@@ -245,14 +186,14 @@ def _job_logs(jobs: list[QueuedJob]) -> Iterator[None]:
             root.addHandler(handler)
 
 
-def collect_jobs(sweep_dir: Path, errors: dict[int, str]) -> list[dict[str, Any]]:
+def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     """One summary per job directory of the sweep (whichever launcher ran it)."""
     jobs: list[dict[str, Any]] = []
     for overrides_file in sweep_dir.glob("*/.hydra/overrides.yaml"):
         job_dir = overrides_file.parent.parent
         num = int(job_dir.name) if job_dir.name.isdigit() else len(jobs)
         overrides = yaml.safe_load(overrides_file.read_text(encoding="utf-8")) or []
-        error = errors.get(num) or _job_error(job_dir)
+        error = _job_error(job_dir)
         jobs.append(_job_summary(sweep_dir, job_dir, num, [str(o) for o in overrides], error))
     return sorted(jobs, key=lambda j: j["job"])
 

@@ -3,35 +3,45 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from typing import TextIO
 
 from tqdm import tqdm
 
-from .rundir import RunRecord
+from .rundir import RunRecord, StepRecord
 
-FAILED = frozenset({"failed", "canceled", "aborted"})
+FAILED = frozenset({"failed", "canceled", "aborted", "unresolved"})
 
 
 class ProgressBar:
-    """A tqdm bar on stderr: steps done of total, how many are running and how many failed."""
+    """A tqdm bar on stderr: predictions done of total, how many are running and how many failed.
+
+    ``total`` starts as one per step; a ``foreach`` step adds its items once they are known.
+    """
 
     def __init__(self, total: int, *, enabled: bool | None, stream: TextIO | None = None) -> None:
         # enabled=None (auto): tqdm draws only on a terminal, so logs and pipes get no carriage-return soup
         disable = None if enabled is None else not enabled
-        self._bar = tqdm(total=total, unit="step", file=stream or sys.stderr, disable=disable, leave=True)
+        self._bar = tqdm(total=total, unit="pred", file=stream or sys.stderr, disable=disable, leave=True)
         self._started: set[str] = set()
         self._failed = 0
         self._refresh()
 
-    def step_started(self, step_id: str) -> None:
-        self._started.add(step_id)
+    def started(self, label: str) -> None:
+        self._started.add(label)
         self._refresh()
 
-    def step_finished(self, step_id: str, status: str) -> None:
-        self._started.discard(step_id)
+    def finished(self, label: str, status: str) -> None:
+        self._started.discard(label)
         self._failed += status in FAILED
         self._bar.update(1)
         self._refresh()
+
+    def expect(self, count: int) -> None:
+        """``count`` more predictions than the bar knew of (a foreach step's items, less the step)."""
+        if self._bar.total is not None:
+            self._bar.total += count
+            self._refresh()
 
     def close(self) -> None:
         self._bar.close()
@@ -41,17 +51,17 @@ class ProgressBar:
 
 
 def summary(record: RunRecord) -> str:
-    """A table of the steps with status, duration and outputs, then where the run directory is."""
-    rows = [("step", "status", "time", "outputs")]
+    """A table of the steps (status, time, how each result was obtained, outputs), then where the run is."""
+    rows = [("step", "status", "time", "result", "outputs")]
     for sid, step in record.steps.items():
         outputs = ", ".join(a.path for a in step.outputs) or (step.error or "")
-        seconds = step.metrics.get("predict_time")
+        seconds = step.seconds
         rows.append(
-            (sid, step.status, f"{seconds:.1f}s" if isinstance(seconds, int | float) else "-", outputs)
+            (sid, step.status, f"{seconds:.1f}s" if seconds is not None else "-", _result(step), outputs)
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
         for row in rows
     ]
     lines.append(f"run {record.status}: {record.run_dir}")
@@ -59,3 +69,11 @@ def summary(record: RunRecord) -> str:
     if report.exists():
         lines.append(f"report: {report}")
     return "\n".join(lines)
+
+
+def _result(step: StepRecord) -> str:
+    """How the step's predictions were obtained: ``created``, ``reused`` ... or ``3 created, 2 reused``."""
+    if not step.items:
+        return step.obtained or "-"
+    counts = Counter(item.obtained or item.status for item in step.items)
+    return ", ".join(f"{n} {how}" for how, n in sorted(counts.items()))

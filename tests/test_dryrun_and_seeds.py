@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from kkiai_pipeline import runner
 from kkiai_pipeline.api.client import ClientOptions
 from kkiai_pipeline.catalog import default_catalog
 from kkiai_pipeline.execution import ExecutionOptions
+from kkiai_pipeline.orchestrator import run_pipeline
 from kkiai_pipeline.pipeline import parse_pipeline, read_pipeline_file
 from kkiai_pipeline.planning import derive_seed
 from kkiai_pipeline.sandbox import SandboxConfig, serve_in_thread
@@ -97,7 +97,7 @@ def run_recorded(sandbox: Any, run_dir: Path, seed: int) -> list[bytes]:
         seed=seed,
     )
     recorder = Recorder()
-    record = runner.run(pipeline, settings, catalog=default_catalog(), transport=recorder)
+    record = run_pipeline(pipeline, settings, catalog=default_catalog(), transport=recorder)
     assert not isinstance(record, str)
     assert record.status == "succeeded"
     assert record.seed == seed

@@ -16,6 +16,7 @@ from .test_reliability import CHAIN, artifacts_intact, write
 FAST = {"queue_seconds": 0.02, "predict_seconds": 0.05, "fault_seed": 7}
 CLIENT = [
     "api.poll_interval=0.05",
+    "api.list_lag_seconds=1",  # the emulator's list shows a prediction at once
     "api.max_poll_interval=0.1",
     "api.backoff_base=0.02",
     "api.backoff_max=0.1",

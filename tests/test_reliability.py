@@ -67,7 +67,13 @@ def write(tmp_path: Path, name: str, body: str) -> None:
 
 
 def api_args(sandbox: Any, *extra: str) -> list[str]:
-    return [f"api.base_url={sandbox.base_url}", "api.poll_interval=0.05", "api.max_poll_interval=0.2", *extra]
+    return [
+        f"api.base_url={sandbox.base_url}",
+        "api.poll_interval=0.05",
+        "api.max_poll_interval=0.2",
+        "api.list_lag_seconds=1",  # the emulator's list shows a prediction at once
+        *extra,
+    ]
 
 
 def artifacts_intact(run_dir: Path) -> int:
@@ -94,7 +100,7 @@ def test_cache_reuses_unchanged_steps_and_reruns_changed_ones(
     first = kkiai_run("pipeline=chain", *api_args(sandbox), cache, cwd=tmp_path, run_dir=tmp_path / "r1")
     assert first.code == 0, first.stderr
     assert sandbox.stats()["requests"]["create"] == 5
-    assert {s["cache"] for s in first.manifest["steps"].values()} == {"stored"}
+    assert {s["obtained"] for s in first.manifest["steps"].values()} == {"created"}
 
     dry = kkiai_run(
         "pipeline=chain", "dry_run=true", *api_args(sandbox), cache, cwd=tmp_path, run_dir=tmp_path / "d"
@@ -105,7 +111,7 @@ def test_cache_reuses_unchanged_steps_and_reruns_changed_ones(
     second = kkiai_run("pipeline=chain", *api_args(sandbox), cache, cwd=tmp_path, run_dir=tmp_path / "r2")
     assert second.code == 0, second.stderr
     assert sandbox.stats()["requests"]["create"] == 5  # nothing new was created
-    assert {s["cache"] for s in second.manifest["steps"].values()} == {"hit"}
+    assert {s["obtained"] for s in second.manifest["steps"].values()} == {"reused"}
     assert artifacts_intact(second.run_dir) == 5
     sha = {sid: [o["sha256"] for o in s["outputs"]] for sid, s in second.manifest["steps"].items()}
     assert sha == {sid: [o["sha256"] for o in s["outputs"]] for sid, s in first.manifest["steps"].items()}
@@ -127,12 +133,12 @@ def test_cache_reuses_unchanged_steps_and_reruns_changed_ones(
     )
     assert third.code == 0, third.stderr
     assert sandbox.stats()["requests"]["create"] == 8  # b, d and e ran again; a and c came from the cache
-    assert {sid: s["cache"] for sid, s in third.manifest["steps"].items()} == {
-        "a": "hit",
-        "b": "stored",
-        "c": "hit",
-        "d": "stored",
-        "e": "stored",
+    assert {sid: s["obtained"] for sid, s in third.manifest["steps"].items()} == {
+        "a": "reused",
+        "b": "created",
+        "c": "reused",
+        "d": "created",
+        "e": "created",
     }
 
     off = kkiai_run(

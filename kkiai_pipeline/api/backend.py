@@ -22,16 +22,36 @@ class BackendStats(Protocol):
     creates: int  # every create attempt sent
 
 
+OnSend = Callable[[], Awaitable[None]]
+
+
 class PredictionBackend(Protocol):
-    """Create, follow, cancel predictions; the one interface the step runner uses."""
+    """Create, follow, cancel predictions; the one interface the purchaser uses.
+
+    Capabilities, which decide how a prediction left by an earlier process is carried on:
+    ``reattach`` (a prediction can be followed by id from any process) and ``lookup`` (the service
+    lists predictions, so a create whose answer was lost can be found).
+    """
+
+    reattach: bool
+    lookup: bool
+    server_offset: float  # the service's clock minus ours, as last measured (0 when unknown)
 
     @property
     def stats(self) -> BackendStats: ...
 
     async def create(
-        self, version: str, input: Mapping[str, Any], *, cancel_after: float | None = None
+        self,
+        version: str,
+        input: Mapping[str, Any],
+        *,
+        cancel_after: float | None = None,
+        on_send: OnSend | None = None,
     ) -> Prediction:
-        """Start a prediction of ``version`` (``owner/name:<hash>``); may return it already finished."""
+        """Start a prediction of ``version`` (``owner/name:<hash>``); may return it already finished.
+
+        ``on_send`` is awaited right before each attempt is sent.
+        """
         ...
 
     async def wait(

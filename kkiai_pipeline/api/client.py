@@ -21,14 +21,17 @@ Sleeping, the monotonic clock and the jitter are injectable, so tests run in mil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple, NoReturn
 from urllib.parse import parse_qs, urlsplit
 
@@ -36,7 +39,7 @@ import httpx
 
 from ..errors import ApiError, ConfigError, DeadlineExceeded, KkiaiError
 from .errors import ambiguous_create, error_from_exception, error_from_response, json_or_none, response_reason
-from .prediction import Prediction, parse_prediction
+from .prediction import Prediction, parse_prediction, parse_timestamp
 from .ratelimit import RateLimits, shared_limits
 from .retries import RetryPolicy, Verdict, exception_verdict, server_delay, status_verdict
 
@@ -44,13 +47,14 @@ log = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 60  # the API holds a create at most this long with Prefer: wait
 MIN_CANCEL_AFTER_SECONDS = 5  # the API's shortest Cancel-After
-CLOCK_SKEW = timedelta(seconds=30)  # our clock against the API's, when matching creation times
+PREDICTION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # checked before any URL is built from an id
 KEEPALIVE_SECONDS = 4.0
 MAX_LIST_PAGES = 50  # of 100 predictions each, when looking for a lost create
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 Update = Callable[[Prediction], Awaitable[None]]
+OnSend = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class ClientOptions:
     create_rate_per_minute: float = 600.0  # the API's limits; 0 turns our limiter off
     other_rate_per_minute: float = 3000.0
     burst: int = 10  # requests that may go at once before the rate applies
+    list_lag_seconds: float = 60.0  # how late the API's list may show a new prediction
+    clock_skew_seconds: float = 300.0  # tolerated difference between our clock and the API's
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -160,6 +166,7 @@ class PredictionsClient:
         self.base_url = base_url.rstrip("/")
         self.options = options = options or ClientOptions()
         self.stats = ClientStats()
+        self.server_offset = 0.0  # the server's clock minus ours, from the last Date header
         self.rate_limits = rate_limits or shared_limits(
             self.base_url,
             create_per_minute=options.create_rate_per_minute,
@@ -179,6 +186,9 @@ class PredictionsClient:
         )
         self._http = httpx.AsyncClient(headers=headers, timeout=timeout, transport=transport, limits=limits)
 
+    reattach = True  # any process can follow a prediction by id
+    lookup = True  # GET /predictions lists what was created
+
     async def __aenter__(self) -> PredictionsClient:
         return self
 
@@ -189,12 +199,19 @@ class PredictionsClient:
         await self._http.aclose()
 
     async def create(
-        self, version: str, input: Mapping[str, Any], *, cancel_after: float | None = None
+        self,
+        version: str,
+        input: Mapping[str, Any],
+        *,
+        cancel_after: float | None = None,
+        on_send: OnSend | None = None,
     ) -> Prediction:
         """Create a prediction of ``version`` (``owner/name:<hash>``); may return it already finished.
 
         ``cancel_after`` (seconds from creation) asks the API to cancel it then, or to abort it unbilled
-        if it has not started; it is sent as whole seconds, at least 5.
+        if it has not started; it is sent as whole seconds, at least 5. ``on_send`` is awaited right
+        before each attempt goes on the wire (the ledger records it first). A 2xx answer that is not a
+        prediction with an id is ambiguous: the prediction may exist.
         """
         wait = min(self.options.wait_seconds, MAX_WAIT_SECONDS)
         headers = {"Prefer": f"wait={wait}"} if wait > 0 else {}
@@ -203,16 +220,34 @@ class PredictionsClient:
         # The read timeout must outlast the server's hold, or every slow create would look like a failure.
         timeout = httpx.Timeout(wait + self.options.read_timeout, connect=self.options.connect_timeout)
         body = {"version": version, "input": dict(input)}
-        return await self._prediction(
-            "POST", "/predictions", create=True, json=body, headers=headers, timeout=timeout
+        response = await self._request(
+            "POST", "/predictions", create=True, on_send=on_send, json=body, headers=headers, timeout=timeout
         )
+        try:
+            prediction = parse_prediction(response.json())
+        except ValueError as exc:
+            reason = f"its {response.status_code} answer is not a prediction ({exc})"
+            raise ambiguous_create(response.request, reason=reason, status_code=response.status_code) from exc
+        finished = prediction.status == "succeeded" and prediction.output is not None
+        if (prediction.id is None and not finished) or (
+            prediction.id is not None and not PREDICTION_ID.fullmatch(prediction.id)
+        ):
+            # Without an id nothing can be followed; only a finished answer (the vendor page's
+            # example) stands on its own.
+            reason = f"its {response.status_code} answer carries no usable prediction id"
+            raise ambiguous_create(response.request, reason=reason, status_code=response.status_code)
+        return prediction
 
     async def get(self, prediction_id: str) -> Prediction:
-        return await self._prediction("GET", f"/predictions/{prediction_id}")
+        return await self._prediction("GET", f"/predictions/{_checked_id(prediction_id)}")
 
     async def cancel(self, prediction_id: str) -> Prediction:
         """Ask the API to cancel a prediction (retried like a poll: cancelling twice is harmless)."""
-        return await self._prediction("POST", f"/predictions/{prediction_id}/cancel")
+        return await self._prediction("POST", f"/predictions/{_checked_id(prediction_id)}/cancel")
+
+    def server_time(self, local: float) -> float:
+        """Our wall-clock time ``local`` on the server's clock (as its ``Date`` headers last told)."""
+        return local + self.server_offset
 
     async def find_created(
         self, version: str, input: Mapping[str, Any], *, since: datetime
@@ -227,20 +262,24 @@ class PredictionsClient:
         """
         wanted = _canonical(input)
         version_hash = version.rpartition(":")[2]
-        params: dict[str, str] = {"created_after": (since - CLOCK_SKEW).isoformat().replace("+00:00", "Z")}
+        params: dict[str, str] = {"created_after": since.isoformat().replace("+00:00", "Z")}
         for _ in range(MAX_LIST_PAGES):
             body = json_or_none(await self._request("GET", "/predictions", params=params))
-            if not isinstance(body, dict):
-                return None
-            for item in body.get("results") or []:
-                ours = isinstance(item, dict) and item.get("version") in (version_hash, version)
-                if ours and _canonical(item.get("input")) == wanted:
+            if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+                raise ApiError("the API's list of predictions gave no usable answer", status_code=0)
+            older = False
+            for item in body["results"]:
+                if not isinstance(item, dict):
+                    continue
+                if item.get("version") in (version_hash, version) and _canonical(item.get("input")) == wanted:
                     return parse_prediction(item)
+                created = parse_timestamp(item.get("created_at"))
+                older = older or (created is not None and created < since)
             cursor = _cursor(body.get("next"))
-            if cursor is None:
+            if cursor is None or older:  # the newest-first list has passed the window
                 return None
             params["cursor"] = cursor
-        return None
+        raise ApiError(f"the list of predictions is longer than {MAX_LIST_PAGES} pages", status_code=0)
 
     async def wait(
         self, prediction: Prediction, *, on_update: Update | None = None, deadline: float | None = None
@@ -287,14 +326,21 @@ class PredictionsClient:
             ) from exc
 
     async def _request(
-        self, method: str, path: str, *, create: bool = False, deadline: float | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        create: bool = False,
+        deadline: float | None = None,
+        on_send: OnSend | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
         """Send, retrying what is safe to retry; the one place httpx failures become our errors."""
         state = _Attempts(create=create)
         while True:
             await self._throttle(create=create)
             try:
-                response = await self._send(method, path, create=create, **kwargs)
+                response = await self._send(method, path, create=create, on_send=on_send, **kwargs)
             except httpx.TransportError as exc:
                 retry = self._after_exception(exc, state)
             else:
@@ -304,11 +350,24 @@ class PredictionsClient:
             await self._pause(retry, deadline=deadline)
             state.number += 1
 
-    async def _send(self, method: str, path: str, *, create: bool, **kwargs: Any) -> httpx.Response:
+    async def _send(
+        self, method: str, path: str, *, create: bool, on_send: OnSend | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        if on_send is not None:
+            await on_send()
         self.stats.requests += 1
         if create:
             self.stats.creates += 1
-        return await self._http.request(method, self.base_url + path, **kwargs)
+        response = await self._http.request(method, self.base_url + path, **kwargs)
+        self._note_clock(response)
+        return response
+
+    def _note_clock(self, response: httpx.Response) -> None:
+        """Keep the server's clock against ours, from its ``Date`` header (1 s resolution)."""
+        date = response.headers.get("date")
+        if date:
+            with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+                self.server_offset = parsedate_to_datetime(date).timestamp() - time.time()
 
     def _after_exception(self, exc: httpx.TransportError, state: _Attempts) -> _Retry:
         """The pause before retrying after ``exc``, or raise the error to give up with."""
@@ -393,6 +452,12 @@ def _past_deadline(prediction: Prediction, failing: str | None = None) -> Deadli
     if failing:
         message += f" (the API was failing meanwhile: {failing})"
     return DeadlineExceeded(message, prediction=prediction)
+
+
+def _checked_id(prediction_id: str) -> str:
+    if not PREDICTION_ID.fullmatch(prediction_id):
+        raise ApiError(f"refusing a malformed prediction id {prediction_id[:40]!r}", status_code=0)
+    return prediction_id
 
 
 def _cursor(next_url: Any) -> str | None:

@@ -65,7 +65,7 @@ from typing import Any
 import httpx
 
 from ..errors import ApiError, ConfigError, DeadlineExceeded, KkiaiError, TransportError, ValidationFailed
-from .backend import Update
+from .backend import OnSend, Update
 from .client import ClientStats
 from .prediction import Prediction, parse_prediction
 from .retries import Verdict, exception_verdict
@@ -215,8 +215,17 @@ class CogClient:
         await self._receiver.aclose()
         await self._http.aclose()
 
+    reattach = False  # a Cog server keeps no record a later process could follow
+    lookup = False  # nor a list of predictions
+    server_offset = 0.0
+
     async def create(
-        self, version: str, input: Mapping[str, Any], *, cancel_after: float | None = None
+        self,
+        version: str,
+        input: Mapping[str, Any],
+        *,
+        cancel_after: float | None = None,
+        on_send: OnSend | None = None,
     ) -> Prediction:
         """Start a prediction of ``version`` (``owner/name:<hash>``) on its model's server.
 
@@ -230,6 +239,8 @@ class CogClient:
         await server.slots.acquire()
         try:
             await self._ensure_ready(server, model)
+            if on_send is not None:
+                await on_send()
         except BaseException:
             server.slots.release()
             raise
@@ -324,7 +335,7 @@ class CogClient:
             known = ", ".join(sorted(self._models)) or "none"
             raise ConfigError(
                 f"no Cog server is configured for model '{model}' (configured: {known}); "
-                f'add api.servers."{model}"=http://HOST:PORT'
+                f"add 'cog.servers={{{model}:http://HOST:PORT}}'"
             )
         return server
 
