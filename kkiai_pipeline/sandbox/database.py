@@ -298,8 +298,8 @@ class Database:
             ).fetchone()
         return None if row is None else bytes(row[0])
 
-    def purge(self, *, completed_before: float) -> int:
-        """Removes the files of predictions completed before that moment, and of canceled ones.
+    def purge(self, *, completed_by: float) -> int:
+        """Removes the files of predictions completed by that moment, and of canceled ones.
 
         Returns how many files went. A succeeded prediction completed when both its predict time was
         over and its files were drawn.
@@ -308,8 +308,8 @@ class Database:
             cursor = db.execute(
                 "DELETE FROM files WHERE prediction_id IN (SELECT f.prediction_id FROM files f"
                 " JOIN predictions p ON p.id = f.prediction_id"
-                " WHERE p.canceled_at IS NOT NULL OR max(p.due_at, p.finished_at) < ?)",
-                (completed_before,),
+                " WHERE p.canceled_at IS NOT NULL OR max(p.due_at, p.finished_at) <= ?)",
+                (completed_by,),
             )
         return cursor.rowcount
 

@@ -136,7 +136,9 @@ class Store:
 
         ``cancel_after`` (seconds from now) sets its deadline. Must be called from the running event loop.
         """
-        now = self._clock()
+        # To the microsecond, as ``created_at`` shows it: a client filtering the list by the very
+        # ``created_at`` it was shown must find the prediction on the right side of it.
+        now = round(self._clock(), 6)
         prediction = Prediction(
             id=new_id(),
             model=model,
@@ -354,7 +356,7 @@ class Store:
         """Removes the files that retention no longer keeps (they are not served either way)."""
         now = self._clock()
         self._purged = now
-        self._db.purge(completed_before=now - self._file_ttl)
+        self._db.purge(completed_by=now - self._file_ttl)
 
     def reset_counts(self) -> None:
         """Counts from now on only the predictions created after this call (files stay served)."""
