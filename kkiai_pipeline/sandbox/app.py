@@ -37,13 +37,14 @@ from ..api.prediction import parse_timestamp
 from ..catalog import Catalog, ModelSpec, default_catalog
 from . import deadlines, inputs, wire
 from .config import SandboxConfig
+from .database import Database, decode_cursor, encode_cursor
 from .drops import Connections, Drop
 from .faults import Faults
-from .models import OutputFile
 from .openapi import version_json
 from .ratelimits import Bucket, Quota, RateLimiter
+from .records import FileRef, Prediction
 from .stats import DuplicateCounter, RequestCounter, RequestKind
-from .store import Prediction, Store, model_error
+from .store import Snapshot, Store, model_error
 from .wire import problem_response
 
 API = "/replicate/v1"
@@ -53,6 +54,8 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 Handler = Callable[[Request], Awaitable[Response]]
 #: What a valid create asks for: the model, its input, and the deadline in seconds (or None).
 CreateRequest = tuple[ModelSpec, dict[str, Any], float | None]
+#: A prediction and its state, as the store answers a lookup.
+Found = tuple[Prediction, Snapshot]
 
 _PREFER_WAIT = re.compile(r"wait(?:=(\d{1,2}))?")
 
@@ -86,6 +89,8 @@ class SandboxApi:
             other_per_minute=config.other_rate_per_minute,
             clock=store.now,
         )
+        #: Stops drawing and closes the store (``create_app`` sets it; the app's lifespan calls it).
+        self.close: Callable[[], None] = lambda: None
 
     def stats(self) -> dict[str, Any]:
         """The counters of ``GET /sandbox/stats``."""
@@ -112,15 +117,22 @@ class SandboxApi:
         expected = self.config.token
         return expected is None or secrets.compare_digest(token.encode(), expected.encode())
 
-    def _link(self, request: Request, prediction: Prediction) -> Callable[[OutputFile], str]:
+    def _link(self, request: Request, prediction: Prediction) -> Callable[[FileRef], str]:
+        """File URLs on the host and port this request came to, so that a prediction made by an earlier
+        sandbox process, since gone, is handed out with URLs that work."""
         root = str(request.base_url).rstrip("/")
         return lambda file: f"{root}/files/{prediction.id}/{quote(file.name)}"
 
-    def _view(self, request: Request, prediction: Prediction) -> dict[str, Any]:
-        snapshot = self.store.snapshot(prediction)
-        return wire.prediction_json(
-            prediction, snapshot, wall=self.store.wall, link=self._link(request, prediction)
-        )
+    def _data_link(self, prediction: Prediction) -> Callable[[FileRef], str]:
+        def link(ref: FileRef) -> str:
+            file = self.store.file(prediction.id, ref.name)
+            return wire.data_uri(file) if file is not None else ""
+
+        return link
+
+    def _view(self, request: Request, found: Found) -> dict[str, Any]:
+        prediction, snapshot = found
+        return wire.prediction_json(prediction, snapshot, link=self._link(request, prediction))
 
     def _model(self, version: Any) -> ModelSpec | None:
         """The model a create's ``version`` names; a bare ``owner/name`` is refused like the API does."""
@@ -218,62 +230,69 @@ class SandboxApi:
         """The 201 of a create: at once, or once settled when ``Prefer: wait`` asks for it."""
         wait = parse_prefer(request.headers.get("prefer", ""))
         if wait is None:
-            return JSONResponse(self._view(request, prediction), status_code=201)
+            found = self.store.lookup(prediction.id) or (prediction, Snapshot("starting"))
+            return JSONResponse(self._view(request, found), status_code=201)
         seconds, applied = wait
-        snapshot = await self.store.settle(prediction, seconds)
+        prediction, snapshot = await self.store.settle(prediction.id, seconds)
         doc = wire.sync_json(
             prediction,
             snapshot,
-            wall=self.store.wall,
             link=self._link(request, prediction),
             final_status=self.config.sync_final_status,
-            data_uris=self.config.data_uri_outputs,
+            data_link=self._data_link(prediction) if self.config.data_uri_outputs else None,
         )
         return JSONResponse(doc, status_code=201, headers={"Preference-Applied": applied})
 
-    def _prediction_or_error(self, request: Request) -> Prediction | Response:
+    def _prediction_or_error(self, request: Request) -> Found | Response:
         """The prediction a ``/predictions/{id}...`` request names, or the error to answer instead
         (an injected 5xx, 401, 404)."""
         if self.faults.roll("poll_5xx"):
             return self.faults.server_error()
         if not self._authorized(request):
             return problem_response(wire.unauthenticated())
-        prediction = self.store.get(request.path_params["prediction_id"])
-        return problem_response(wire.not_found()) if prediction is None else prediction
+        found = self.store.lookup(request.path_params["prediction_id"])
+        return problem_response(wire.not_found()) if found is None else found
 
     async def get(self, request: Request) -> Response:
         """``GET /predictions/{id}``."""
-        prediction = self._prediction_or_error(request)
-        if isinstance(prediction, Response):
-            return prediction
-        response = JSONResponse(self._view(request, prediction))
+        found = self._prediction_or_error(request)
+        if isinstance(found, Response):
+            return found
+        response = JSONResponse(self._view(request, found))
         if self.faults.roll("drop_poll"):
             return self._drop(response)
         return response
 
     async def cancel(self, request: Request) -> Response:
         """``POST /predictions/{id}/cancel``."""
-        prediction = self._prediction_or_error(request)
-        if isinstance(prediction, Response):
-            return prediction
-        self.store.cancel(prediction)
-        return JSONResponse(self._view(request, prediction))
+        found = self._prediction_or_error(request)
+        if isinstance(found, Response):
+            return found
+        prediction_id = found[0].id
+        self.store.cancel(prediction_id)
+        return JSONResponse(self._view(request, self.store.lookup(prediction_id) or found))
 
     async def list_predictions(self, request: Request) -> Response:
-        """``GET /predictions[?created_after=&cursor=]``: pages of 100, newest first.
+        """``GET /predictions[?created_after=&created_before=&cursor=]``: pages of 100, newest first.
 
-        ``next`` is an api.replicate.com URL, as pass-through proxies hand out: clients must take its
-        cursor, not follow it.
+        Every prediction of the store is listed, whichever sandbox process made it. The cursor is
+        opaque and marks the last prediction shown, so predictions created meanwhile do not shift the
+        pages. ``next`` is an api.replicate.com URL, as pass-through proxies hand out: clients must
+        take its cursor, not follow it.
         """
         if not self._authorized(request):
             return problem_response(wire.unauthenticated())
-        offset = _int_or_zero(request.query_params.get("cursor"))
-        created_after = _unix_time(request.query_params.get("created_after"))
-        page, more = self.store.page(offset=offset, limit=LIST_PAGE, created_after=created_after)
-        results = [self._view(request, p) for p in page]
-        after = request.query_params.get("created_after")
-        query = urlencode({"cursor": offset + LIST_PAGE, **({"created_after": after} if after else {})})
-        next_url = f"{wire.UPSTREAM_API}/predictions?{query}" if more else None
+        params = request.query_params
+        page, next_cursor = self.store.page(
+            limit=LIST_PAGE,
+            after=decode_cursor(params.get("cursor")),
+            created_after=_unix_time(params.get("created_after")),
+            created_before=_unix_time(params.get("created_before")),
+        )
+        results = [self._view(request, found) for found in page]
+        filters = {name: params[name] for name in ("created_after", "created_before") if params.get(name)}
+        query = urlencode({"cursor": encode_cursor(next_cursor), **filters}) if next_cursor else ""
+        next_url = f"{wire.UPSTREAM_API}/predictions?{query}" if next_cursor else None
         return JSONResponse({"next": next_url, "previous": None, "results": results})
 
     async def version(self, request: Request) -> Response:
@@ -351,13 +370,6 @@ async def _json_object(request: Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _int_or_zero(text: str | None) -> int:
-    try:
-        return max(0, int(text or 0))
-    except ValueError:
-        return 0
-
-
 def _unix_time(text: str | None) -> float | None:
     moment = parse_timestamp(text)
     return moment.timestamp() if moment is not None else None
@@ -375,24 +387,46 @@ def _input_type_problem(input: Any) -> list[dict[str, Any]]:
     return [{"type": "invalid_type", "field": "input", "description": description}]
 
 
+def _by_version(catalog: Catalog, version: str) -> ModelSpec | None:
+    model = catalog.find(version)
+    return model if model is not None and model.version == version else None
+
+
 def create_app(config: SandboxConfig | None = None, *, catalog: Catalog | None = None) -> Starlette:
     """The sandbox as an ASGI app; ``app.state.sandbox`` is its SandboxApi.
 
-    Output files are drawn in a thread pool that the app's lifespan shuts down.
+    ``config.store`` must name the store directory (``serve_in_thread`` and ``kkiai-sandbox`` fill in
+    the default); raises ``StoreError`` when it cannot be opened. Output files are drawn in a thread
+    pool; the app's lifespan shuts it down and then closes the store.
     """
     config = config or SandboxConfig()
+    if config.store is None:
+        raise ValueError("SandboxConfig.store must name the directory of the sandbox's store")
+    catalog = catalog or default_catalog()
+    database = Database(config.store, models=lambda version: _by_version(catalog, version))
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="kkiai-sandbox-render")
     store = Store(
-        queue_seconds=config.queue_seconds, predict_seconds=config.predict_seconds, executor=executor
+        database,
+        queue_seconds=config.queue_seconds,
+        predict_seconds=config.predict_seconds,
+        file_ttl=config.file_ttl,
+        executor=executor,
     )
-    api = SandboxApi(config, catalog=catalog or default_catalog(), store=store)
+    api = SandboxApi(config, catalog=catalog, store=store)
+
+    def close() -> None:
+        executor.shutdown(wait=True, cancel_futures=True)
+        store.close()
+        database.close()
+
+    api.close = close
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            executor.shutdown(wait=True, cancel_futures=True)
+            api.close()
 
     app = Starlette(routes=api.routes(), lifespan=lifespan)
     app.state.sandbox = api

@@ -2,22 +2,26 @@
 
     kkiai-sandbox --port 0 --queue-seconds 0.1 --predict-seconds 0.5
     kkiai-sandbox --fault-seed 7 --poll-5xx-rate 0.1 --drop-after-create-rate 0.05 --enforce-rate-limits
+    kkiai-sandbox --store /tmp/sandbox-store --file-ttl 60
 
 prints ``kkiai sandbox listening on http://127.0.0.1:<port>/replicate/v1`` once it accepts
 connections, and runs until interrupted (Ctrl-C). There is one option per ``SandboxConfig`` field,
-named after it (``--poll-5xx-rate`` sets ``poll_5xx_rate``).
+named after it (``--poll-5xx-rate`` sets ``poll_5xx_rate``). Without ``--store`` the predictions are
+kept in ``$XDG_CACHE_HOME/kkiai-pipeline/sandbox`` (``~/.cache/...`` when it is not set).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
 from ..sockets import bind
 from .app import create_app
-from .config import DEFAULT_FAIL_MARKER, SandboxConfig
+from .config import DEFAULT_FAIL_MARKER, SandboxConfig, with_default_store
+from .database import StoreError
 from .server import API_PATH, build_server, root_url
 
 
@@ -47,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-uri-outputs", action="store_true", help="give files as data: URIs in Prefer: wait responses"
     )
     parser.add_argument("--workers", type=int, default=defaults.workers, help="threads drawing output files")
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="directory of the persistent store (default: $XDG_CACHE_HOME/kkiai-pipeline/sandbox)",
+    )
+    parser.add_argument(
+        "--file-ttl",
+        type=float,
+        default=defaults.file_ttl,
+        help="seconds output files are kept after a prediction completed (default: %(default)s)",
+    )
     _add_options(parser.add_argument_group("fault injection (rates: shares from 0 to 1)"), _FAULTS, defaults)
     limits = parser.add_argument_group("rate limits and deadlines")
     _add_options(limits, _LIMITS, defaults)
@@ -99,12 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = config_from(args)
+        config = with_default_store(config_from(args), os.environ)
+        app = create_app(config)
         sock = bind(config.host, config.port)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, StoreError) as exc:
         parser.error(str(exc))
     try:
-        server = build_server(create_app(config))
+        server = build_server(app)
         print(f"kkiai sandbox listening on {root_url(sock)}{API_PATH}", flush=True)
         server.run(sockets=[sock])
     except KeyboardInterrupt:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 SyncFinalStatus = Literal["processing", "succeeded"]
@@ -40,6 +42,17 @@ class SandboxConfig:
         data_uri_outputs: when true, a ``Prefer: wait`` response that carries the output gives
             files as ``data:`` URIs, as the real API does in sync mode; later GETs give URLs.
         workers: threads that draw and encode output files, off the event loop.
+
+    Persistence and retention (see ``database`` and ``store``):
+
+        store: the directory of the persistent store (``sandbox.sqlite3`` in it): predictions and their
+            files outlive the process, and every sandbox pointed at the same directory, later or at the
+            same time, serves them. None means the default, ``default_store``, resolved from the
+            environment by the edges that start a sandbox (``serve_in_thread``, ``kkiai-sandbox``)
+            through ``with_default_store``; ``create_app`` needs it set.
+        file_ttl: seconds after a prediction completed for which its output files are kept; then it
+            reports ``data_removed`` with no output and its files answer 404 (the API keeps them an
+            hour).
 
     Fault injection (all off by default; see ``faults``). Every ``*_rate`` is a share between 0 and 1,
     drawn from one ``random.Random(fault_seed)``, so a run is reproducible for a given seed and request
@@ -85,6 +98,8 @@ class SandboxConfig:
     sync_final_status: SyncFinalStatus = "processing"
     data_uri_outputs: bool = False
     workers: int = 4
+    store: str | None = None
+    file_ttl: float = 3600.0
     fault_seed: int = 0
     poll_5xx_rate: float = 0.0
     create_429_rate: float = 0.0
@@ -113,6 +128,8 @@ class SandboxConfig:
             raise ValueError("workers must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, not {self.port}")
+        if self.file_ttl < 0:
+            raise ValueError(f"file_ttl must not be negative, not {self.file_ttl}")
         self._check_faults()
 
     def _check_faults(self) -> None:
@@ -126,3 +143,20 @@ class SandboxConfig:
             raise ValueError(f"retry_after_seconds must be at least 1, not {self.retry_after_seconds}")
         if self.create_rate_per_minute < 1 or self.other_rate_per_minute < 1:
             raise ValueError("create_rate_per_minute and other_rate_per_minute must be at least 1")
+
+
+def default_store(environ: Mapping[str, str]) -> str:
+    """``$XDG_CACHE_HOME/kkiai-pipeline/sandbox``, or ``~/.cache/kkiai-pipeline/sandbox`` without it.
+
+    A relative ``XDG_CACHE_HOME`` is ignored, as the XDG base directory specification asks.
+    """
+    cache = environ.get("XDG_CACHE_HOME", "")
+    if cache and Path(cache).is_absolute():
+        return str(Path(cache) / "kkiai-pipeline" / "sandbox")
+    home = Path(environ["HOME"]) if environ.get("HOME") else Path.home()
+    return str(home / ".cache" / "kkiai-pipeline" / "sandbox")
+
+
+def with_default_store(config: SandboxConfig, environ: Mapping[str, str]) -> SandboxConfig:
+    """``config`` with ``store`` set: as given, or ``default_store(environ)`` when it is None."""
+    return config if config.store is not None else replace(config, store=default_store(environ))

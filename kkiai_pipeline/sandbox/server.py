@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -21,7 +22,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from ..sockets import bind
 from .app import SandboxApi, create_app
-from .config import SandboxConfig
+from .config import SandboxConfig, with_default_store
 from .drops import tracking_protocol
 
 API_PATH = "/replicate/v1"
@@ -71,6 +72,7 @@ class Sandbox:
 
     def __init__(self, *, root_url: str, api: SandboxApi) -> None:
         self.root_url = root_url
+        self.store = api.config.store
         self._api = api
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -112,11 +114,16 @@ def serve_in_thread(
 ) -> Iterator[Sandbox]:
     """Runs the sandbox in a daemon thread with its own event loop until the ``with`` block ends.
 
-    Returns once the server accepts connections; stops it gracefully (and waits) on exit.
+    Returns once the server accepts connections; stops it gracefully (and waits) on exit. Without a
+    ``store`` in ``config`` it uses the default one, found from the environment (``default_store``).
     """
-    config = config or SandboxConfig()
-    sock = bind(config.host, config.port)
+    config = with_default_store(config or SandboxConfig(), os.environ)
     app = create_app(config)
+    try:
+        sock = bind(config.host, config.port)
+    except OSError:
+        app.state.sandbox.close()
+        raise
     server = build_server(app)
     sandbox = Sandbox(root_url=root_url(sock), api=app.state.sandbox)
 

@@ -16,14 +16,14 @@ from starlette.responses import HTMLResponse, JSONResponse
 from . import models
 from .config import SyncFinalStatus
 from .models import OutputFile
-from .store import TERMINAL, Prediction, Snapshot
+from .records import FileRef, Prediction
+from .store import TERMINAL, Snapshot
 
 UPSTREAM_API = "https://api.replicate.com/v1"
 UPSTREAM_WEB = "https://replicate.com/p"
 PROBLEM_JSON = "application/problem+json"
 
-Link = Callable[[OutputFile], str]
-Wall = Callable[[float], float]
+Link = Callable[[FileRef], str]
 
 
 def timestamp(epoch: float) -> str:
@@ -36,8 +36,8 @@ def data_uri(file: OutputFile) -> str:
     return f"data:{file.media_type};base64,{base64.b64encode(file.content).decode('ascii')}"
 
 
-def prediction_json(prediction: Prediction, snapshot: Snapshot, *, wall: Wall, link: Link) -> dict[str, Any]:
-    """The prediction object as GET returns it."""
+def prediction_json(prediction: Prediction, snapshot: Snapshot, *, link: Link) -> dict[str, Any]:
+    """The prediction object as GET returns it; ``data_removed`` once retention removed the output."""
     p, s = prediction, snapshot
     doc: dict[str, Any] = {
         "id": p.id,
@@ -46,17 +46,17 @@ def prediction_json(prediction: Prediction, snapshot: Snapshot, *, wall: Wall, l
         "input": p.input,
         "logs": logs(p, s),
         "output": output(p, s, link=link),
-        "data_removed": False,
+        "data_removed": s.removed,
         "error": s.error,
         "status": s.status,
-        "created_at": timestamp(wall(p.created)),
+        "created_at": timestamp(p.created),
     }
     if p.deadline is not None:
-        doc["deadline"] = timestamp(wall(p.deadline))
+        doc["deadline"] = timestamp(p.deadline)
     if s.started is not None:
-        doc["started_at"] = timestamp(wall(s.started))
+        doc["started_at"] = timestamp(s.started)
     if s.completed is not None:
-        doc["completed_at"] = timestamp(wall(s.completed))
+        doc["completed_at"] = timestamp(s.completed)
         doc["metrics"] = metrics(p, s)
     doc["urls"] = {
         "cancel": f"{UPSTREAM_API}/predictions/{p.id}/cancel",
@@ -70,20 +70,20 @@ def sync_json(
     prediction: Prediction,
     snapshot: Snapshot,
     *,
-    wall: Wall,
     link: Link,
     final_status: SyncFinalStatus,
-    data_uris: bool,
+    data_link: Link | None = None,
 ) -> dict[str, Any]:
     """The prediction object as a ``Prefer: wait`` create returns it.
 
     Finished in time: the recorded API says ``processing`` with the full output (``final_status``)
     and no ``completed_at``/``metrics``. Failed, canceled or aborted: as is. Not finished: ``starting``,
-    which replicate-python 1.0.7 takes as its cue to poll.
+    which replicate-python 1.0.7 takes as its cue to poll. ``data_link`` (``data:`` URIs, as the real
+    API gives in sync mode) replaces ``link`` for the files of a prediction that finished in time.
     """
-    if snapshot.status == "succeeded" and data_uris:
-        link = data_uri
-    doc = prediction_json(prediction, snapshot, wall=wall, link=link)
+    if snapshot.status == "succeeded" and data_link is not None:
+        link = data_link
+    doc = prediction_json(prediction, snapshot, link=link)
     if snapshot.status == "succeeded" and final_status == "processing":
         doc["status"] = "processing"
         doc.pop("completed_at", None)
@@ -94,8 +94,9 @@ def sync_json(
 
 
 def output(prediction: Prediction, snapshot: Snapshot, *, link: Link) -> Any:
-    """A list of links for list models, one link for single-file models, None until succeeded."""
-    if snapshot.status != "succeeded":
+    """A list of links for list models, one link for single-file models; None until succeeded, and
+    once the data is removed."""
+    if snapshot.status != "succeeded" or snapshot.removed:
         return None
     links = [link(file) for file in snapshot.files]
     if prediction.model.output_kind == "list":

@@ -1,13 +1,17 @@
 """Fixtures for the sandbox tests: a shared fast sandbox, an authenticated client, input images.
 
-The environment is kept clean by the autouse ``clean_environ`` of ``tests/conftest.py``.
+The environment is kept clean by the autouse ``clean_environ`` of ``tests/conftest.py``; here
+``private_cache`` also points the default store (``XDG_CACHE_HOME``, ``HOME``) into the test's own
+temporary directory, so that no test writes into the real cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,10 +23,19 @@ from kkiai_pipeline.sandbox.imaging import draw_scene, encode
 from .helpers import AUTH, FAST, TERMINAL
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The default store's parents, in this test's temporary directory (subprocesses inherit them)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path / "cache" / "kkiai-pipeline" / "sandbox"
+
+
 @pytest.fixture(scope="module")
-def shared_sandbox() -> Iterator[Sandbox]:
-    """One fast sandbox per test module."""
-    with serve_in_thread(FAST) as sandbox:
+def shared_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """One fast sandbox per test module, with a store of its own (it starts before ``private_cache``)."""
+    store = str(tmp_path_factory.mktemp("shared-store"))
+    with serve_in_thread(dataclasses.replace(FAST, store=store)) as sandbox:
         yield sandbox
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +17,7 @@ from kkiai_pipeline.sandbox import Sandbox, wire
 from kkiai_pipeline.sandbox.deadlines import CancelAfterError, cancel_after, parse_duration
 from kkiai_pipeline.sandbox.store import Store
 
-from .helpers import AUTH, TERMINAL, version_of
+from .helpers import AUTH, TERMINAL, FakeClock, open_store, version_of
 
 SD = version_of("stability-ai/stable-diffusion")
 SMALL = {"prompt": "a lamp", "width": 64, "height": 64}
@@ -45,23 +45,15 @@ def test_short_deadlines_are_raised_to_the_minimum() -> None:
     assert cancel_after("1m", minimum=5) == 60
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
 
 @pytest.fixture
-def store(clock: FakeClock) -> Iterator[Store]:
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        yield Store(queue_seconds=1.0, predict_seconds=2.0, executor=executor, clock=clock)
+def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
+    with open_store(tmp_path, clock) as store:
+        yield store
 
 
 def sd() -> ModelSpec:
@@ -74,17 +66,17 @@ def test_a_deadline_while_starting_aborts(store: Store, clock: FakeClock) -> Non
     async def scenario() -> None:
         prediction = store.create(sd(), SMALL, files={}, cancel_after=0.5)
         clock.now += 0.4
-        assert store.snapshot(prediction).status == "starting"
+        assert store.snapshot(prediction.id).status == "starting"
         clock.now += 0.1
-        snapshot = store.snapshot(prediction)
+        snapshot = store.snapshot(prediction.id)
         assert (snapshot.status, snapshot.started, snapshot.completed) == ("aborted", None, 1000.5)
-        doc = wire.prediction_json(prediction, snapshot, wall=store.wall, link=str)
+        doc = wire.prediction_json(prediction, snapshot, link=str)
         assert (doc["output"], doc["logs"], doc["error"], "started_at" in doc) == (None, None, None, False)
-        assert doc["deadline"] == wire.timestamp(store.wall(1000.5))
+        assert doc["deadline"] == wire.timestamp(1000.5)
         clock.now += 10
-        assert store.snapshot(prediction).status == "aborted"  # for good
-        store.cancel(prediction)
-        assert store.snapshot(prediction).status == "aborted"
+        assert store.snapshot(prediction.id).status == "aborted"  # for good
+        store.cancel(prediction.id)
+        assert store.snapshot(prediction.id).status == "aborted"
 
     asyncio.run(scenario())
 
@@ -92,12 +84,13 @@ def test_a_deadline_while_starting_aborts(store: Store, clock: FakeClock) -> Non
 def test_a_deadline_while_processing_cancels(store: Store, clock: FakeClock) -> None:
     async def scenario() -> None:
         prediction = store.create(sd(), SMALL, files={}, cancel_after=2.0)
+        render = store.rendering(prediction.id)
         clock.now += 1.5
-        assert store.snapshot(prediction).status == "processing"
+        assert store.snapshot(prediction.id).status == "processing"
         clock.now += 0.5
-        snapshot = store.snapshot(prediction)
+        snapshot = store.snapshot(prediction.id)
         assert (snapshot.status, snapshot.started, snapshot.completed) == ("canceled", 1001.0, 1002.0)
-        assert prediction.render is not None and prediction.render.cancelled()
+        assert render is not None and render.cancelled()
 
     asyncio.run(scenario())
 
@@ -105,10 +98,11 @@ def test_a_deadline_while_processing_cancels(store: Store, clock: FakeClock) -> 
 def test_a_prediction_done_before_its_deadline_keeps_its_result(store: Store, clock: FakeClock) -> None:
     async def scenario() -> None:
         prediction = store.create(sd(), SMALL, files={}, cancel_after=60.0)
-        assert prediction.render is not None
-        await prediction.render
+        render = store.rendering(prediction.id)
+        assert render is not None
+        await render
         clock.now += 100
-        assert store.snapshot(prediction).status == "succeeded"
+        assert store.snapshot(prediction.id).status == "succeeded"
 
     asyncio.run(scenario())
 
@@ -119,11 +113,11 @@ def test_a_failure_while_starting_never_processes(store: Store, clock: FakeClock
             sd(), SMALL, files={}, planned_error="E6716 Timeout Starting Prediction", fails_starting=True
         )
         clock.now += 0.9
-        assert store.snapshot(prediction).status == "starting"
+        assert store.snapshot(prediction.id).status == "starting"
         clock.now += 0.1
-        snapshot = store.snapshot(prediction)
+        snapshot = store.snapshot(prediction.id)
         assert (snapshot.status, snapshot.started, snapshot.completed) == ("failed", None, 1001.0)
-        doc = wire.prediction_json(prediction, snapshot, wall=store.wall, link=str)
+        doc = wire.prediction_json(prediction, snapshot, link=str)
         assert doc["logs"] == "E6716 Timeout Starting Prediction\n"
         assert doc["metrics"] == {"predict_time": 0.0, "total_time": 1.0}
 
@@ -133,7 +127,7 @@ def test_a_failure_while_starting_never_processes(store: Store, clock: FakeClock
 def test_no_deadline_no_field(store: Store) -> None:
     async def scenario() -> None:
         prediction = store.create(sd(), SMALL, files={})
-        doc = wire.prediction_json(prediction, store.snapshot(prediction), wall=store.wall, link=str)
+        doc = wire.prediction_json(prediction, store.snapshot(prediction.id), link=str)
         assert "deadline" not in doc
 
     asyncio.run(scenario())

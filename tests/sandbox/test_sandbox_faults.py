@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -302,8 +303,8 @@ def test_many_concurrent_creates_under_drops(start_sandbox: Start) -> None:
     assert (stats["requests"]["create"], stats["duplicates"]) == (count, 0)
 
 
-def test_a_drop_outside_uvicorn_raises_in_the_app() -> None:
-    app = create_app(SandboxConfig(drop_before_create_rate=1.0))
+def test_a_drop_outside_uvicorn_raises_in_the_app(tmp_path: Path) -> None:
+    app = create_app(SandboxConfig(drop_before_create_rate=1.0, store=str(tmp_path)))
 
     async def scenario() -> None:
         transport = httpx.ASGITransport(app=app)
@@ -312,3 +313,4 @@ def test_a_drop_outside_uvicorn_raises_in_the_app() -> None:
 
     with pytest.raises(ConnectionDropped, match="dropped this connection on purpose"):
         asyncio.run(scenario())
+    app.state.sandbox.close()
