@@ -216,8 +216,12 @@ def test_two_real_runs_in_one_directory_make_one_set_of_predictions(
     before = creates(slow_sandbox)
     first = start(tmp_path, *api, f"hydra.run.dir={run_dir}", cache="cache-1")
     wait_for_lock(run_dir, first.pid)
-    second = start(tmp_path, *api, f"hydra.run.dir={run_dir}", cache="cache-2")
-    assert finish(second) == (2, in_use(run_dir, first.pid))
+    first.send_signal(signal.SIGSTOP)  # still running, however slowly the second one starts
+    try:
+        second = start(tmp_path, *api, f"hydra.run.dir={run_dir}", cache="cache-2")
+        assert finish(second) == (2, in_use(run_dir, first.pid))
+    finally:
+        first.send_signal(signal.SIGCONT)
     code, stderr = finish(first)
     assert code == 0, stderr
     assert creates(slow_sandbox) - before == 2
@@ -229,10 +233,13 @@ def test_two_real_runs_in_one_directory_make_one_set_of_predictions(
     results = [finish(p) for p in pair]
     winner = next(p for p, (code, _) in zip(pair, results, strict=True) if code == 0)
     loser = [stderr for code, stderr in results if code != 0]
-    assert loser in ([in_use(run_dir, winner.pid)], [taken(run_dir)])
+    unnamed = f"kkiai-run: error: {run_dir} is in use by another run\n"  # looked before the pid was written
+    assert loser in ([in_use(run_dir, winner.pid)], [unnamed], [taken(run_dir)])
     assert creates(slow_sandbox) - before == 2
-    assert (run_dir / "run.log").read_text().count("run succeeded") <= 1
     assert (run_dir / LOCK_FILE).read_text() == f"{winner.pid}\n"
+    # .hydra/ is the winner's: the loser (its own cache_dir) did not overwrite it.
+    overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    assert f"cache_dir={tmp_path / f'cache-{3 + pair.index(winner)}'}" in overrides
 
 
 def taken_seconds(parent: Path) -> list[str]:
@@ -248,7 +255,7 @@ def test_default_run_directories_started_in_one_second_do_not_collide(tmp_path: 
     write(tmp_path, "pair", PAIR)
     parent = tmp_path / "outputs" / "pair"
     names = taken_seconds(parent)
-    runs = [start(tmp_path, *SANDBOX) for _ in range(2)]
+    runs = [start(tmp_path, *SANDBOX, cache=f"cache-{n}") for n in range(2)]  # no hits between them
     for process in runs:
         code, stderr = finish(process)
         assert code == 0, stderr
