@@ -7,7 +7,8 @@
     │   ├── ConfigError              settings: missing token, bad option values
     │   ├── PipelineError            one or more problems in a pipeline file (collected)
     │   ├── StepInputError           a step's rendered input is invalid (checked before its create)
-    │   └── UnknownModelError        a model reference the catalog does not know
+    │   ├── UnknownModelError        a model reference the catalog does not know
+    │   └── RunDirInUse              another live run holds the run (or sweep) directory's lock
     ├── ApiError                     the API answered with an error (problem+json)
     │   └── ValidationFailed         422 with ``invalid_fields``
     ├── TransportError               the API could not be reached (connection, timeout)
@@ -102,6 +103,16 @@ class UnknownModelError(UsageError):
         self.suggestion = suggestion
         hint = f" Did you mean '{suggestion}'?" if suggestion else ""
         super().__init__(f"unknown model '{ref}'.{hint} Known models: {', '.join(self.known)}")
+
+
+class RunDirInUse(UsageError):
+    """Another process holds the lock of the run (or sweep) directory; ``pid`` if it said which."""
+
+    def __init__(self, run_dir: Path, *, pid: int | None) -> None:
+        self.run_dir = run_dir
+        self.pid = pid
+        holder = f" (pid {pid})" if pid is not None else ""
+        super().__init__(f"{run_dir} is in use by another run{holder}")
 
 
 class ApiError(KkiaiError):
