@@ -20,10 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import discovery, runner
-from .errors import KkiaiError, PipelineError, Problem
+from .errors import ConfigError, KkiaiError, PipelineError, Problem
 from .paths import shipped_dir
 from .pipeline import Pipeline, parse_pipeline, read_pipeline_file
-from .settings import load_settings
+from .settings import check_command_line, load_settings, refuse
 from .sweep import SWEEP, note_error, queue, runs_deferred
 from .terminal import summary
 
@@ -49,6 +49,10 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
+    try:
+        check_command_line(sys.argv[1:])  # before Hydra, which would append a misspelled +key
+    except ConfigError as exc:
+        refuse(exc)
     pipelines = discovery.available(discovery.search_path(os.environ, Path.cwd()))
     discovery.register(pipelines)
     try:
