@@ -21,7 +21,7 @@ from typing import Any, Literal, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ValueType
+from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -168,22 +168,45 @@ def check_command_line(args: Sequence[str]) -> None:
 
     Hydra's own syntax errors are left to Hydra, which reports them with the offending text.
     """
-    try:
-        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
-    except HydraException:
-        return
+    overrides, other_config = _overrides(args)
     ours = [
         o for o in overrides if o.package is None and "/" not in o.key_or_group and not o.is_hydra_override()
     ]
     check_override_keys([o.key_or_group for o in ours])
     api = [o for o in ours if o.key_or_group == "api" and not o.is_delete()]
-    if not api or (not api[-1].is_sweep_override() and api[-1].value() != "sandbox"):
+    # The shipped config picks api=kkiai; another config may pick the emulator (checked once composed).
+    if not other_config and (not api or (not api[-1].is_sweep_override() and api[-1].value() != "sandbox")):
         knob = next((o for o in ours if o.key_or_group.startswith("api.sandbox.")), None)
         if knob is not None:  # Hydra would say "Could not override" or append a key nothing reads
             raise sandbox_only(knob.key_or_group)
     for override in ours:
         if override.value_type in _ENUMERABLE_SWEEPS:
             check_swept_values(override.key_or_group, list(override.sweep_iterator()))
+
+
+# Hydra's options that take a value as the next word, and those that choose another primary config.
+_CONFIG_OPTIONS = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"}
+_OPTIONS_WITH_VALUE = _CONFIG_OPTIONS | {"-p", "--package"}
+
+
+def _overrides(args: Sequence[str]) -> tuple[list[Override], bool]:
+    """The overrides among Hydra's command-line words, and whether another config was chosen."""
+    parser = OverridesParser.create()
+    found: list[Override] = []
+    other_config = skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            option = arg.split("=", 1)[0]
+            other_config = other_config or option in _CONFIG_OPTIONS
+            skip = option in _OPTIONS_WITH_VALUE and "=" not in arg
+        else:
+            try:
+                found.extend(parser.parse_overrides([arg]))
+            except HydraException:
+                continue
+    return found, other_config
 
 
 def refuse(error: ConfigError) -> NoReturn:

@@ -179,6 +179,16 @@ def test_known_keys_pass_the_command_line_check(args: list[str]) -> None:
     check_command_line(args)
 
 
+def test_hydra_options_and_their_values_are_not_taken_for_overrides() -> None:
+    for args in (
+        ["-cn", "config", "+dryrun=true"],
+        ["--config-dir=conf", "-m", "+dryrun=true", "--info", "all"],
+    ):
+        with pytest.raises(ConfigError, match=r"^unknown setting 'dryrun'"):
+            check_command_line(args)
+    check_command_line(["-cd", "myconf", "api.sandbox.queue_seconds=1"])  # that config may pick the emulator
+
+
 def test_an_emulator_knob_without_the_emulator_is_refused() -> None:
     message = "api.sandbox.queue_seconds is a setting of the emulator: it applies only with api=sandbox"
     for args in (["api.sandbox.queue_seconds=1"], ["api=kkiai", "+api.sandbox.queue_seconds=1"]):
