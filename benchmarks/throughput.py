@@ -6,7 +6,7 @@ drawing images is not charged to the runner) with a fixed latency per prediction
 100 and 1000 predictions in three shapes (``wide``, ``deep``, ``fanout``; see :mod:`.shapes`), runs
 in a fresh child process each (see :mod:`.child`):
 
-- our runner (``kkiai_pipeline.orchestrator.run_pipeline``, set up as ``kkiai-run`` sets it up: run.log at INFO,
+- our runner (``orchestrator.run_pipeline``, set up as ``kkiai-run`` sets it up: run.log at INFO,
   no progress bar, cache off);
 - the hand-written asyncio + httpx script of :mod:`.baseline`, same jobs, concurrency and rate limits;
 - the sequential loop (for N above ``--sample`` timed on the first ``--sample`` predictions of the

@@ -21,12 +21,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from . import discovery
 from .dryrun import dry_run
-from .errors import KkiaiError, PipelineError, Problem
+from .errors import ConfigError, KkiaiError, PipelineError, Problem
 from .orchestrator import Job, Orchestrator, prepare
 from .paths import shipped_dir
 from .pipeline import Pipeline, parse_pipeline, read_pipeline_file
 from .rundir import RunRecord
-from .settings import load_settings
+from .settings import check_command_line, load_settings, refuse
 from .sweep import Sweep, note_error, runs_deferred
 from .terminal import ProgressBar, summary
 
@@ -52,6 +52,10 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
+    try:
+        check_command_line(sys.argv[1:])  # before Hydra, which would append a misspelled +key
+    except ConfigError as exc:
+        refuse(exc)
     pipelines = discovery.available(discovery.search_path(os.environ, Path.cwd()))
     discovery.register(pipelines)
     orchestrator, sweep = Orchestrator(), Sweep()

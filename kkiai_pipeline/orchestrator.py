@@ -222,7 +222,10 @@ class Orchestrator:
         from .sandbox import SandboxConfig, serve_in_thread  # only sandbox runs pay for importing the server
 
         settings = sandboxed[0].settings
-        return stack.enter_context(serve_in_thread(SandboxConfig(**settings.api.sandbox))).base_url
+        knobs = dict(settings.api.sandbox)
+        if knobs.get("store") is None:  # the emulator remembers beside the ledger
+            knobs["store"] = str(_cache_dir(settings) / "sandbox")
+        return stack.enter_context(serve_in_thread(SandboxConfig(**knobs))).base_url
 
     def _open(self, settings: Settings, base_url: str) -> _Pool:
         backends = {

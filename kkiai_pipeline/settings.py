@@ -3,20 +3,33 @@
 Nothing below this module reads ``os.environ`` or a DictConfig. The API token is taken from the
 environment variable that ``api.token_env`` names (``KKIAI_API_TOKEN``); it never enters the config
 tree, so Hydra cannot write it to ``.hydra/``.
+
+Every key and value is checked against the schema in :mod:`config_schema` three times, each as early
+as it can be: the command line's keys before Hydra composes (:func:`check_command_line`), the composed
+config before Hydra creates the run directory (:class:`SettingsCheck`, a Hydra callback), and each job's
+config when it is loaded (:func:`load_settings`). A bad setting is one line naming its key, exit 2.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, ValueType
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .api.client import ClientOptions
 from .api.cog import CogOptions
+from .config_schema import check_config, check_override_keys, check_swept_values, sandbox_only
 from .errors import ConfigError
 from .execution import ExecutionOptions
 from .localfiles import DEFAULT_MAX_BYTES
@@ -64,60 +77,172 @@ class Settings:
     cache_dir: Path | None = None
     max_download_bytes: int = 200 * 1024 * 1024
     cog: CogSettings = field(default_factory=CogSettings)
-    repay_expired: bool = False  # pay again for a prediction whose files the service deleted unstored
+    # Pay again for a succeeded prediction whose files the service deleted before they were stored
+    # (otherwise the step says so and stops).
+    repay_expired: bool = False
 
 
-def load_settings(cfg: DictConfig, *, environ: Mapping[str, str], run_dir: Path) -> Settings:
-    """Typed settings from the composed config; raises ConfigError with the setting's name."""
-    try:
-        raw: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
-    dry_run = _flag(raw, "dry_run", default=False)
+def load_settings(
+    cfg: DictConfig, *, environ: Mapping[str, str], run_dir: Path, run_dir_key: str = "hydra.run.dir"
+) -> Settings:
+    """Typed settings from the composed config; raises ConfigError with the setting's name.
+
+    Besides the values, checks that ``run_dir`` and the cache directory can be written (creating
+    them, writing a probe file and removing what it created), so neither fails after a paid call.
+    """
+    raw = _resolved(cfg)
+    api_raw: Mapping[str, Any] = raw.get("api") or {}
+    check_config(raw, token_env=str(api_raw.get("token_env") or "KKIAI_API_TOKEN"))
+    dry_run = bool(raw.get("dry_run", False))
     # A dry run sends nothing, so it needs no token.
-    api = _api_settings(raw.get("api") or {}, environ, need_token=not dry_run)
-    seed = raw.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ConfigError(f"seed must be a whole number >= 0 or null, not {seed!r}")
-    on_interrupt = raw.get("on_interrupt", "cancel")
-    if on_interrupt not in ("cancel", "leave"):
-        raise ConfigError(f"on_interrupt must be 'cancel' or 'leave', not {on_interrupt!r}")
-    return Settings(
+    api = _api_settings(api_raw, environ, need_token=not dry_run)
+    progress = raw.get("progress", "auto")
+    settings = Settings(
         api=api,
-        execution=ExecutionOptions(max_concurrency=_positive_int(raw, "max_concurrency")),
-        progress=_progress(raw.get("progress", "auto")),
+        execution=ExecutionOptions(max_concurrency=raw.get("max_concurrency", 16)),
+        progress=None if progress == "auto" else progress,
         run_dir=run_dir,
         dry_run=dry_run,
-        seed=seed,
-        max_file_bytes=_positive_int(raw, "max_file_bytes"),
-        resume=_flag(raw, "resume", default=False),
-        timeout=_positive_number(raw, "timeout"),
-        on_interrupt=on_interrupt,
-        cache=_flag(raw, "cache", default=True),
+        seed=raw.get("seed"),
+        max_file_bytes=raw.get("max_file_bytes", DEFAULT_MAX_BYTES),
+        resume=raw.get("resume", False),
+        timeout=float(raw.get("timeout", 1800.0)),
+        on_interrupt=raw.get("on_interrupt", "cancel"),
+        cache=raw.get("cache", True),
         cache_dir=_cache_dir(raw.get("cache_dir"), environ),
-        max_download_bytes=_positive_int(raw, "max_download_bytes"),
+        max_download_bytes=raw.get("max_download_bytes", 200 * 1024 * 1024),
         cog=_cog_settings(raw.get("cog") or {}),
-        repay_expired=_flag(raw, "repay_expired", default=False),
+        repay_expired=raw.get("repay_expired", False),
     )
+    check_writable(run_dir_key, run_dir)
+    # The emulator keeps its predictions under the cache directory unless api.sandbox.store says where.
+    if settings.cache or (api.kind == "sandbox" and not api_raw.get("sandbox", {}).get("store")):
+        check_writable("cache_dir", settings.cache_dir or _cache_dir(None, environ))
+    return settings
+
+
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain data, interpolations resolved; ``pipeline`` and ``hydra`` are left out
+    (the pipeline is checked when it is loaded; Hydra's node is Hydra's)."""
+    raw: dict[str, Any] = {}
+    for name in cfg:
+        key = str(name)
+        if key in ("pipeline", "hydra"):
+            continue
+        try:
+            node = cfg[key]
+            raw[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        except OmegaConfBaseException as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"cannot resolve setting '{key}': {reason}") from exc
+    return raw
+
+
+def check_writable(key: str, directory: Path) -> None:
+    """Raise ConfigError naming ``key`` unless ``directory`` can be created and written.
+
+    Directories this creates are removed again: the run makes them when it needs them.
+    """
+    created = [p for p in (directory, *directory.parents) if not p.exists()]
+    probe = directory / f".kkiai-write-probe-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{key} is not a writable directory: {directory} ({exc.strerror or exc})") from exc
+    finally:
+        for path in created:  # deepest first
+            try:
+                path.rmdir()
+            except OSError:
+                break
+
+
+_ENUMERABLE_SWEEPS = (ValueType.CHOICE_SWEEP, ValueType.SIMPLE_CHOICE_SWEEP, ValueType.RANGE_SWEEP)
+
+
+def check_command_line(args: Sequence[str]) -> None:
+    """Refuse override keys that name no setting, before Hydra composes (it would append ``+key``),
+    and swept values that no job may have (``-m timeout=5,inf``), before any job of a sweep runs.
+
+    Hydra's own syntax errors are left to Hydra, which reports them with the offending text.
+    """
+    overrides, other_config = _overrides(args)
+    ours = [
+        o for o in overrides if o.package is None and "/" not in o.key_or_group and not o.is_hydra_override()
+    ]
+    check_override_keys([o.key_or_group for o in ours])
+    api = [o for o in ours if o.key_or_group == "api" and not o.is_delete()]
+    # The shipped config picks api=kkiai; another config may pick the emulator (checked once composed).
+    if not other_config and (not api or (not api[-1].is_sweep_override() and api[-1].value() != "sandbox")):
+        knob = next((o for o in ours if o.key_or_group.startswith("api.sandbox.")), None)
+        if knob is not None:  # Hydra would say "Could not override" or append a key nothing reads
+            raise sandbox_only(knob.key_or_group)
+    for override in ours:
+        if override.value_type in _ENUMERABLE_SWEEPS:
+            check_swept_values(override.key_or_group, list(override.sweep_iterator()))
+
+
+# Hydra's options that take a value as the next word, and those that choose another primary config.
+_CONFIG_OPTIONS = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"}
+_OPTIONS_WITH_VALUE = _CONFIG_OPTIONS | {"-p", "--package"}
+
+
+def _overrides(args: Sequence[str]) -> tuple[list[Override], bool]:
+    """The overrides among Hydra's command-line words, and whether another config was chosen."""
+    parser = OverridesParser.create()
+    found: list[Override] = []
+    other_config = skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            option = arg.split("=", 1)[0]
+            other_config = other_config or option in _CONFIG_OPTIONS
+            skip = option in _OPTIONS_WITH_VALUE and "=" not in arg
+        else:
+            try:
+                found.extend(parser.parse_overrides([arg]))
+            except HydraException:
+                continue
+    return found, other_config
+
+
+def refuse(error: ConfigError) -> NoReturn:
+    """End kkiai-run for a bad setting: one line on stderr, exit code 2."""
+    print(f"kkiai-run: error: {error}", file=sys.stderr)
+    raise SystemExit(error.exit_code)
+
+
+class SettingsCheck(Callback):
+    """Loads the settings once before Hydra creates the run (or sweep) directory and writes to it.
+
+    A bad setting then ends kkiai-run with one line and exit code 2, and leaves nothing on disk.
+    Registered in ``conf/config.yaml`` under ``hydra.callbacks``.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Swept values are not in this config; each job's are checked when the job loads them.
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, run_dir_key: str) -> None:
+        HydraConfig.instance().set_config(config)  # ${hydra:...} in the directory's name needs it
+        try:
+            run_dir = Path(str(OmegaConf.select(config, run_dir_key))).absolute()
+            load_settings(config, environ=os.environ, run_dir=run_dir, run_dir_key=run_dir_key)
+        except ConfigError as exc:
+            refuse(exc)
 
 
 def _cog_settings(raw: Mapping[str, Any]) -> CogSettings:
-    servers = raw.get("servers") or {}
-    concurrency = raw.get("concurrency") or {}
-    if not isinstance(servers, Mapping) or not all(isinstance(v, str) for v in servers.values()):
-        raise ConfigError(
-            "cog.servers must map owner/name to a server URL, e.g. 'cog.servers={cjwbw/rembg:http://127.0.0.1:5000}'"
-        )
-    if not isinstance(concurrency, Mapping) or not all(
-        isinstance(v, int) and v >= 1 for v in concurrency.values()
-    ):
-        raise ConfigError("cog.concurrency must map owner/name to a whole number >= 1")
     known = {f.name for f in fields(CogOptions)}
-    options = {k: v for k, v in raw.items() if k in known}
-    try:
-        return CogSettings(dict(servers), dict(concurrency), CogOptions(**options))
-    except TypeError as exc:
-        raise ConfigError(f"invalid cog settings: {exc}") from exc
+    options = CogOptions(**{k: v for k, v in raw.items() if k in known})
+    return CogSettings(dict(raw.get("servers") or {}), dict(raw.get("concurrency") or {}), options)
 
 
 def _cache_dir(value: Any, environ: Mapping[str, str]) -> Path:
@@ -130,16 +255,9 @@ def _cache_dir(value: Any, environ: Mapping[str, str]) -> Path:
 
 def _api_settings(raw: Mapping[str, Any], environ: Mapping[str, str], *, need_token: bool) -> ApiSettings:
     kind = raw.get("kind")
-    if kind not in ("kkiai", "sandbox", "cog"):
-        raise ConfigError(f"api.kind must be 'kkiai', 'sandbox' or 'cog', not {kind!r}")
-    if "token" in raw:
-        raise ConfigError(
-            "api.token is not a setting: the token is read only from the environment "
-            f"({raw.get('token_env') or 'KKIAI_API_TOKEN'}) so that it is never written to disk"
-        )
     client = _client_options(raw)
     if kind == "sandbox":
-        return ApiSettings("sandbox", None, SANDBOX_TOKEN, client, dict(raw.get("sandbox") or {}))
+        return ApiSettings("sandbox", None, SANDBOX_TOKEN, client, _sandbox_options(raw.get("sandbox") or {}))
     if kind == "cog":  # every step on self-hosted servers: no hosted API, no token
         return ApiSettings("cog", None, None, client)
     token_env = str(raw.get("token_env") or "KKIAI_API_TOKEN")
@@ -155,47 +273,19 @@ def _api_settings(raw: Mapping[str, Any], environ: Mapping[str, str], *, need_to
     return ApiSettings("kkiai", base_url, token, client)
 
 
+def _sandbox_options(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The emulator's knobs that SandboxConfig takes (``store`` and ``file_ttl`` are declared in the
+    schema ahead of the dataclass; until it has them they are not passed on)."""
+    from .sandbox.config import SandboxConfig
+
+    known = {f.name for f in fields(SandboxConfig)}
+    return {k: v for k, v in raw.items() if k in known}
+
+
 def _client_options(raw: Mapping[str, Any]) -> ClientOptions:
+    """``api.<field>`` onto the ClientOptions field of that name (the schema has checked the values)."""
     values: dict[str, Any] = {}
-    defaults = ClientOptions()
     for option in fields(ClientOptions):
-        value = raw.get(option.name)
-        if value is None:
-            continue
-        kind = type(getattr(defaults, option.name))
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise ConfigError(f"api.{option.name} must be true or false, not {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"api.{option.name} must be a number >= 0, not {value!r}")
-        values[option.name] = kind(value)
+        if raw.get(option.name) is not None:
+            values[option.name] = raw[option.name]
     return ClientOptions(**values)
-
-
-def _progress(value: Any) -> bool | None:
-    if value == "auto":
-        return None
-    if not isinstance(value, bool):
-        raise ConfigError(f"progress must be auto, true or false, not {value!r}")
-    return value
-
-
-def _flag(raw: Mapping[str, Any], name: str, *, default: bool) -> bool:
-    value = raw.get(name, default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, not {value!r}")
-    return value
-
-
-def _positive_number(raw: Mapping[str, Any], name: str) -> float:
-    value = raw.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{name} must be a number > 0, not {value!r}")
-    return float(value)
-
-
-def _positive_int(raw: Mapping[str, Any], name: str) -> int:
-    value = raw.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a whole number >= 1, not {value!r}")
-    return value

@@ -1,4 +1,5 @@
-"""Shared fixtures: a clean environment for every test (no token or pipeline path leaks in)."""
+"""Shared fixtures: a clean environment for every test (no token or pipeline path leaks in), and a
+cache directory of its own, so no test reads or writes the user's ledger or sandbox store."""
 
 from __future__ import annotations
 
@@ -9,10 +10,22 @@ import pytest
 _OURS = ("KKIAI_", "REPLICATE_", "HYDRA_")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # Session-wide: module-scoped sandboxes start before any function fixture.
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
-def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clean_environ(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     import os
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
     for name in list(os.environ):
         if name.startswith(_OURS) or name.lower() in ("http_proxy", "https_proxy", "all_proxy"):
             monkeypatch.delenv(name)

@@ -74,8 +74,8 @@ class ClientOptions:
     create_rate_per_minute: float = 600.0  # the API's limits; 0 turns our limiter off
     other_rate_per_minute: float = 3000.0
     burst: int = 10  # requests that may go at once before the rate applies
-    list_lag_seconds: float = 60.0  # how late the API's list may show a new prediction
-    clock_skew_seconds: float = 300.0  # tolerated difference between our clock and the API's
+    list_lag_seconds: float = 60.0  # how late the API's list of predictions may show a new one
+    clock_skew_seconds: float = 300.0  # tolerated difference between our clock and the server's
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

@@ -134,7 +134,7 @@ class CogOptions:
     def __post_init__(self) -> None:
         for name in ("ready_timeout", "unreachable_timeout", "busy_timeout", "lost_after", "cancel_timeout"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"api.{name} must not be negative, not {getattr(self, name)}")
+                raise ConfigError(f"cog.{name} must not be negative, not {getattr(self, name)}")
 
 
 @dataclass
@@ -335,7 +335,8 @@ class CogClient:
             known = ", ".join(sorted(self._models)) or "none"
             raise ConfigError(
                 f"no Cog server is configured for model '{model}' (configured: {known}); "
-                f"add 'cog.servers={{{model}:http://HOST:PORT}}'"
+                f"add it to cog.servers, e.g. 'cog.servers={{{model}:http://127.0.0.1:5000}}' "
+                "(the map lists every model's server)"
             )
         return server
 

@@ -320,7 +320,8 @@ def test_a_model_without_a_server_is_a_config_error(cog: CogServers) -> None:
 
     assert str(caught.value) == (
         "no Cog server is configured for model 'acme/unknown' (configured: test/broken, test/failing, "
-        'test/rembg, test/sleepy, test/slow); add api.servers."acme/unknown"=http://HOST:PORT'
+        "test/rembg, test/sleepy, test/slow); add it to cog.servers, e.g. "
+        "'cog.servers={acme/unknown:http://127.0.0.1:5000}' (the map lists every model's server)"
     )
 
 
@@ -363,7 +364,7 @@ def test_servers_and_concurrency_are_checked_when_the_client_is_made() -> None:
         CogClient(servers={"a/b": "http://127.0.0.1:5000"}, concurrency={"c/d": 2})
     with pytest.raises(ConfigError, match=r"^the concurrency of 'a/b' must be at least 1, not 0$"):
         CogClient(servers={"a/b": "http://127.0.0.1:5000"}, concurrency={"a/b": 0})
-    with pytest.raises(ConfigError, match=r"^api.lost_after must not be negative, not -1$"):
+    with pytest.raises(ConfigError, match=r"^cog.lost_after must not be negative, not -1$"):
         CogOptions(lost_after=-1)
 
 
