@@ -35,7 +35,7 @@ from .validation import omit_unset, validate_input
 
 log = logging.getLogger(__name__)
 
-INTERRUPT_BUDGET = 3.5  # seconds a unit may take to wind down its prediction after Ctrl-C
+INTERRUPT_BUDGET = 4.7  # seconds a unit may take to wind down its prediction after Ctrl-C (goal: 5)
 
 
 class Progress(Protocol):

@@ -53,8 +53,8 @@ How = Literal["created", "reused", "shared", "reattached", "recovered"]
 MAX_RESENDS = 3  # creates sent again after their absence was proven, per order
 WAIT_OTHER_SECONDS = 0.5  # how often a key another process is working on is looked at again
 LOOKUP_PAUSE_SECONDS = 2.0  # between looks at a list that may lag
-CANCEL_SECONDS = 2.5  # a cancel (on a timeout or Ctrl-C) gets this long
-INTERRUPT_LOOKUP_SECONDS = 1.5  # on Ctrl-C, a create without an answer gets one look at the list
+CANCEL_SECONDS = 1.5  # a cancel (on a timeout or Ctrl-C) gets this long
+INTERRUPT_LOOKUP_SECONDS = 3.0  # on Ctrl-C, a create without an answer is looked for this long
 MAX_DOWNLOADS = 8  # files of one prediction fetched at once
 
 
@@ -261,24 +261,37 @@ class Purchaser:
         raise UnresolvedCreate(message, key=order.key.digest, window=window)
 
     async def _interrupted_create(self, order: Order) -> None:
-        """Ctrl-C while a create was on the wire: find it quickly and cancel it, or leave it unresolved."""
+        """Ctrl-C while a create was on the wire: find it (for a few seconds) and cancel it, or leave it
+        ``sending`` for the next run to resolve."""
         entry = await self.ledger.get(order.key.digest)
         backend = self.backends[order.backend]
         if entry is None or entry.state != "sending" or not backend.lookup:
             return
-        since = (
-            (entry.sent_at or time.time()) + (entry.server_offset or 0.0) - self.options.clock_skew_seconds
+        sent = entry.sent_at or time.time()
+        since = sent + (entry.server_offset or 0.0) - self.options.clock_skew_seconds
+        give_up = min(
+            time.monotonic() + INTERRUPT_LOOKUP_SECONDS,
+            time.monotonic() + max(sent + self.options.list_lag_seconds + 1.0 - time.time(), 0.0),
         )
-        with contextlib.suppress(KkiaiError, asyncio.TimeoutError):
-            found = await asyncio.wait_for(
-                backend.find_created(
-                    order.key.version, _sent(entry, order), since=datetime.fromtimestamp(since, timezone.utc)
-                ),
-                INTERRUPT_LOOKUP_SECONDS,
-            )
+        while True:
+            try:
+                found = await asyncio.wait_for(
+                    backend.find_created(
+                        order.key.version,
+                        _sent(entry, order),
+                        since=datetime.fromtimestamp(since, timezone.utc),
+                    ),
+                    max(give_up - time.monotonic(), 0.1),
+                )
+            except (KkiaiError, asyncio.TimeoutError):
+                return
             if found is not None:
                 await self._created(order, found)
                 await self._stop(order, found)
+                return
+            if time.monotonic() >= give_up:
+                return
+            await asyncio.sleep(min(0.5, max(give_up - time.monotonic(), 0.0)))
 
     # -- following ---------------------------------------------------------------------------------
 
@@ -344,10 +357,10 @@ class Purchaser:
             return await self._follow(order, prediction, how="reattached")
         return await self._store(order, prediction, how="recovered")
 
-    async def _expired(self, order: Order, prediction: Prediction) -> None:
+    async def _expired(self, order: Order, prediction: Prediction) -> NoReturn:
         message = (
-            f"prediction {prediction.id} succeeded, but the service no longer has its files and they were "
-            "never stored; set repay_expired=true to pay for a new prediction"
+            f"prediction {prediction.id} succeeded, but the service removed its files before they were "
+            "stored; set repay_expired=true to pay for a new prediction"
         )
         await self.ledger.move(order.key.digest, "expired", error=message)
         raise OutputsExpired(message, prediction_id=prediction.id)

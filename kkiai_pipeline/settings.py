@@ -143,6 +143,12 @@ def check_writable(key: str, directory: Path) -> None:
 
     Directories this creates are removed again: the run makes them when it needs them.
     """
+    if directory.is_dir():
+        # An existing directory is only asked: a probe file would touch a run directory that may
+        # belong to another run (which must find it unchanged).
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ConfigError(f"{key} is not a writable directory: {directory} (permission denied)")
+        return
     created = [p for p in (directory, *directory.parents) if not p.exists()]
     probe = directory / f".kkiai-write-probe-{os.getpid()}"
     try:

@@ -80,7 +80,7 @@ def test_every_shipped_default_is_declared_and_legal(registered: None) -> None:
 def test_the_new_settings_have_their_documented_defaults(registered: None) -> None:
     cfg = composed("pipeline=product_shots", "api=sandbox")
     assert cfg.repay_expired is False
-    assert (cfg.api.list_lag_seconds, cfg.api.clock_skew_seconds) == (60, 300)
+    assert (cfg.api.list_lag_seconds, cfg.api.clock_skew_seconds) == (1, 300)  # the emulator's list never lags
     assert (cfg.api.sandbox.store, cfg.api.sandbox.file_ttl) == (None, 3600)
 
 
@@ -98,7 +98,7 @@ def test_every_shipped_config_loads(
 
     assert settings.api.kind == api
     assert settings.repay_expired is False
-    assert settings.api.client.list_lag_seconds == 60.0
+    assert settings.api.client.list_lag_seconds == (1.0 if api == "sandbox" else 60.0)
     assert settings.api.client.clock_skew_seconds == 300.0
     assert settings.cache_dir == tmp_path / "xdg" / "kkiai-pipeline"
     assert not settings.cache_dir.exists()  # probed, and removed again
