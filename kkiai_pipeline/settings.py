@@ -57,6 +57,7 @@ class Settings:
     dry_run: bool = False
     seed: int | None = None
     max_file_bytes: int = DEFAULT_MAX_BYTES
+    allowed_dirs: tuple[Path, ...] = ()  # file() reads here too, besides the pipeline's folder
     resume: bool = False
     timeout: float = 1800.0
     on_interrupt: OnInterrupt = "cancel"
@@ -69,7 +70,9 @@ class Settings:
 def load_settings(cfg: DictConfig, *, environ: Mapping[str, str], run_dir: Path) -> Settings:
     """Typed settings from the composed config; raises ConfigError with the setting's name."""
     try:
-        raw: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+        # The pipeline node is resolved (and its problems reported, with its file) by load_pipeline.
+        settings_only = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "pipeline"])
+        raw: dict[str, Any] = OmegaConf.to_container(settings_only, resolve=True)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
     dry_run = _flag(raw, "dry_run", default=False)
@@ -89,6 +92,7 @@ def load_settings(cfg: DictConfig, *, environ: Mapping[str, str], run_dir: Path)
         dry_run=dry_run,
         seed=seed,
         max_file_bytes=_positive_int(raw, "max_file_bytes"),
+        allowed_dirs=_allowed_dirs(raw.get("allowed_dirs")),
         resume=_flag(raw, "resume", default=False),
         timeout=_positive_number(raw, "timeout"),
         on_interrupt=on_interrupt,
@@ -97,6 +101,14 @@ def load_settings(cfg: DictConfig, *, environ: Mapping[str, str], run_dir: Path)
         max_download_bytes=_positive_int(raw, "max_download_bytes"),
         cog=_cog_settings(raw.get("cog") or {}),
     )
+
+
+def _allowed_dirs(value: Any) -> tuple[Path, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"allowed_dirs must be a list of directories, not {value!r}")
+    return tuple(Path(v).expanduser().resolve() for v in value)
 
 
 def _cog_settings(raw: Mapping[str, Any]) -> CogSettings:

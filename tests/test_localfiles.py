@@ -35,5 +35,5 @@ def test_missing_and_too_large_files(tmp_path: Path) -> None:
 
 def test_a_directory_is_not_a_file(tmp_path: Path) -> None:
     (tmp_path / "dir").mkdir()
-    with pytest.raises(LocalFileProblem, match="no such file"):
+    with pytest.raises(LocalFileProblem, match=r"dir is not a regular file$"):
         LocalFiles(tmp_path).data_uri("dir")
