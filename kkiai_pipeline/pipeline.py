@@ -210,5 +210,11 @@ def _unknown_keys(
             continue
         close = difflib.get_close_matches(str(key), known, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else f" (a {what} has: {', '.join(known)})"
-        problems.append(Problem(f"unknown key '{key}'{hint}", file=source, step=step, field=str(key)))
+        shown = _shown(str(key))
+        problems.append(Problem(f"unknown key '{shown}'{hint}", file=source, step=step, field=shown))
     return problems
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A name as messages quote it: long ones (a hostile file's) are cut."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

@@ -53,9 +53,10 @@ def read_text(path: Path, *, max_bytes: int = MAX_FILE_BYTES) -> str:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except (OSError, ValueError) as exc:
         raise YAMLProblem(f"cannot read the file: {_os_reason(exc)}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a directory, FIFO or device named like a pipeline
+        os.close(fd)
+        raise YAMLProblem("not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise YAMLProblem("not a regular file")
         try:
             data = handle.read(max_bytes + 1)  # the bytes read count, not st_size (0 on procfs)
         except OSError as exc:
@@ -87,6 +88,13 @@ def load(text: str) -> Any:
     return _load(text, _PyLoader)
 
 
+def _reason(exc: yaml.MarkedYAMLError) -> str:
+    # "while parsing a flow node" adds nothing; "expected a single document" is half the sentence.
+    context = exc.context if exc.context and not exc.context.startswith("while ") else None
+    parts = [p for p in (context, exc.problem) if p]
+    return ", ".join(parts) or "invalid YAML"
+
+
 def _load(text: str, loader_class: type[Any]) -> Any:
     loader = None
     try:
@@ -100,7 +108,7 @@ def _load(text: str, loader_class: type[Any]) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        raise YAMLProblem(exc.problem or exc.context or "invalid YAML", line=line) from exc
+        raise YAMLProblem(_reason(exc), line=line) from exc
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         code = exc.character if isinstance(exc.character, int) else ord(exc.character)

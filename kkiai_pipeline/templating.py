@@ -448,7 +448,8 @@ class Template:
 
 
 def shorten(source: str, limit: int = 100) -> str:
-    """A template's text as messages quote it: long ones are cut."""
+    """A template's text as messages quote it: on one line, long ones cut."""
+    source = source.replace("\n", "\\n")
     return source if len(source) <= limit else f"{source[: limit - 3]}..."
 
 
