@@ -57,7 +57,7 @@ def main() -> None:
     except ConfigError as exc:
         refuse(exc)
     pipelines = discovery.available(discovery.search_path(os.environ, Path.cwd()))
-    discovery.register(pipelines)
+    discovery.register(pipelines, load=discovery.selected(sys.argv[1:], pipelines))
     orchestrator, sweep = Orchestrator(), Sweep()
 
     @hydra.main(version_base="1.3", config_path=str(shipped_dir("conf")), config_name="config")
@@ -143,11 +143,15 @@ def resume_command(overrides: list[str], run_dir: Path) -> str:
 def load_pipeline(cfg: DictConfig, *, name: str) -> Pipeline:
     """The composed ``pipeline`` node (overrides applied) as a Pipeline, checked against its file."""
     source = discovery.available(discovery.search_path(os.environ, Path.cwd())).get(name)
-    if source is not None:
-        read_pipeline_file(source)  # a file that did not parse was registered empty: report why
+    from_file = read_pipeline_file(source) if source is not None else {}  # registered empty: say why
     try:
         data = OmegaConf.to_container(cfg.pipeline, resolve=True)
-    except OmegaConfBaseException as exc:
-        raise PipelineError([Problem(f"cannot resolve the pipeline config: {exc}", file=source)]) from exc
+    except (OmegaConfBaseException, RecursionError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PipelineError([Problem(f"cannot resolve the pipeline config: {reason}", file=source)]) from exc
     assert isinstance(data, dict)
+    if not data:  # not selected on the command line (e.g. chosen by a sweeper config): the file as is
+        data = dict(from_file)
+    if "defaults" in from_file:  # never given to Hydra (discovery.register): still an unknown key
+        data["defaults"] = from_file["defaults"]
     return parse_pipeline({str(k): v for k, v in data.items()}, source=source, default_name=name)

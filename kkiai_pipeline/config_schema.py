@@ -284,6 +284,7 @@ PRIMARY = Group(
         "dry_run": flag(),
         "seed": whole(low=0, nullable=True),
         "max_file_bytes": whole(low=1),
+        "allowed_dirs": FREE,  # a list of directories, checked by settings._allowed_dirs
         "timeout": number(above=0),
         "on_interrupt": choice("cancel", "leave"),
         "resume": flag(),

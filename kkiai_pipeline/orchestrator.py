@@ -67,7 +67,7 @@ class Job:
 def make_plan(pipeline: Pipeline, settings: Settings, *, catalog: Catalog | None = None) -> Plan:
     """Check ``pipeline`` completely; raises PipelineError (every problem) before anything is sent."""
     base_dir = pipeline.source.parent if pipeline.source else Path.cwd()
-    files = LocalFiles(base_dir, max_bytes=settings.max_file_bytes)
+    files = LocalFiles(base_dir, max_bytes=settings.max_file_bytes, allowed_dirs=settings.allowed_dirs)
     templates = Templates(functions=files.functions())
     the_plan = plan(pipeline, catalog=catalog or default_catalog(), templates=templates, seed=settings.seed)
     _check_backends(the_plan, settings)

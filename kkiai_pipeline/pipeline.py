@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from . import pipeline_yaml
 from .errors import PipelineError, Problem
 
 PIPELINE_KEYS = ("name", "description", "params", "steps")
@@ -68,23 +70,38 @@ class Pipeline:
 
 
 def read_pipeline_file(path: Path) -> dict[str, Any]:
-    """The YAML mapping in ``path``; syntax errors become a PipelineError with file and line."""
+    """The YAML mapping in ``path``, read bounded and strict (see pipeline_yaml); every problem becomes a
+    PipelineError naming the file and, where the file has one, the line."""
+    text = ""
     try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else None
-        reason = exc.problem or str(exc)
-        hint = _quote_hint(text.splitlines()[line - 1] if line else "")
-        raise PipelineError([Problem(f"YAML syntax error: {reason}{hint}", file=path, line=line)]) from exc
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise PipelineError([Problem(f"cannot read the file: {exc}", file=path)]) from exc
+        text = pipeline_yaml.read_text(path)
+        data = pipeline_yaml.load(text)
+    except pipeline_yaml.YAMLProblem as exc:
+        syntax = "YAML syntax error: " if text else ""
+        hint = _quote_hint(_line(text, exc.line))
+        raise PipelineError([Problem(f"{syntax}{exc.message}{hint}", file=path, line=exc.line)]) from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise PipelineError([Problem("a pipeline file must be a mapping (name, params, steps)", file=path)])
+    try:
+        pipeline_yaml.check_interpolations(data)
+    except pipeline_yaml.YAMLProblem as exc:
+        raise PipelineError([Problem(exc.message, file=path, field=exc.field)]) from exc
+    for dotted, value in pipeline_yaml.interpolated(data):
+        try:
+            OmegaConf.create({"value": value})  # what Hydra will do with it: an invalid ${...} fails here
+        except OmegaConfBaseException as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            problem = Problem(f"invalid ${{...}} interpolation: {reason}", file=path, field=dotted)
+            raise PipelineError([problem]) from exc
     return data
+
+
+def _line(text: str, line: int | None) -> str:
+    """Line ``line`` (1-based) of ``text``; empty past the end (an error at the end of the file)."""
+    lines = text.splitlines()
+    return lines[line - 1] if line is not None and 0 < line <= len(lines) else ""
 
 
 def _quote_hint(line: str) -> str:
@@ -193,5 +210,11 @@ def _unknown_keys(
             continue
         close = difflib.get_close_matches(str(key), known, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else f" (a {what} has: {', '.join(known)})"
-        problems.append(Problem(f"unknown key '{key}'{hint}", file=source, step=step, field=str(key)))
+        shown = _shown(str(key))
+        problems.append(Problem(f"unknown key '{shown}'{hint}", file=source, step=step, field=shown))
     return problems
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A name as messages quote it: long ones (a hostile file's) are cut."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

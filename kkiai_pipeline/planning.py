@@ -215,35 +215,56 @@ def _check_template(
             problem(f"reference to unknown param '{key}'{_did_you_mean(key, pipeline.params)}", field)
 
 
-def _did_you_mean(name: str, known: Mapping[str, Any]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
 def _topological_order(
     pipeline: Pipeline, deps: Mapping[str, frozenset[str]], problems: list[Problem]
 ) -> list[str]:
-    """Steps in file order, each after its dependencies; a cycle is reported with its path."""
+    """Steps in file order, each after its dependencies; a cycle is reported with its path.
+
+    A depth-first walk with an explicit stack, not recursion: a chain of 10,000 steps written in
+    reverse order, or a cycle through all of them, is an ordinary input.
+    """
     order: list[str] = []
-    state: dict[str, str] = {}  # "visiting" | "done"
-
-    def visit(sid: str, path: list[str]) -> None:
-        if state.get(sid) == "done":
-            return
-        if state.get(sid) == "visiting":
-            cycle = [*path[path.index(sid) :], sid]
-            problems.append(Problem(f"dependency cycle: {' → '.join(cycle)}", file=pipeline.source, step=sid))
-            return
-        state[sid] = "visiting"
-        for dep in sorted(deps[sid]):
-            if dep in deps:
-                visit(dep, [*path, sid])
-        state[sid] = "done"
-        order.append(sid)
-
-    for sid in deps:
-        visit(sid, [])
+    done: set[str] = set()
+    for root in deps:
+        if root in done:
+            continue
+        path: list[str] = [root]
+        on_path = {root: 0}  # step -> its index in path
+        pending = [iter(sorted(deps[root]))]
+        while pending:
+            dep = next(pending[-1], None)
+            if dep is None:  # every dependency of path[-1] is placed: place it
+                sid = path.pop()
+                pending.pop()
+                del on_path[sid]
+                done.add(sid)
+                order.append(sid)
+            elif dep in on_path:
+                cycle = [*path[on_path[dep] :], dep]
+                problems.append(
+                    Problem(f"dependency cycle: {_shown_cycle(cycle)}", file=pipeline.source, step=dep)
+                )
+            elif dep in deps and dep not in done:
+                on_path[dep] = len(path)
+                path.append(dep)
+                pending.append(iter(sorted(deps[dep])))
     return order
+
+
+def _shown_cycle(cycle: list[str], keep: int = 8) -> str:
+    """``a → b → a``; a long cycle keeps its first and last steps and says how many are left out."""
+    if len(cycle) <= 2 * keep + 1:
+        return " → ".join(cycle)
+    left_out = len(cycle) - 2 * keep
+    return " → ".join([*cycle[:keep], f"… ({left_out} more) …", *cycle[-keep:]])
+
+
+def _did_you_mean(name: str, known: Mapping[str, Any]) -> str:
+    # difflib costs O(len(known)) per name: with thousands of steps, many bad references would be slow.
+    if len(known) > 1000:
+        return ""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _contains_template(value: Any) -> bool:

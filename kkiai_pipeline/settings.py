@@ -70,6 +70,7 @@ class Settings:
     dry_run: bool = False
     seed: int | None = None
     max_file_bytes: int = DEFAULT_MAX_BYTES
+    allowed_dirs: tuple[Path, ...] = ()  # file() reads here too, besides the pipeline's folder
     resume: bool = False
     timeout: float = 1800.0
     on_interrupt: OnInterrupt = "cancel"
@@ -105,6 +106,7 @@ def load_settings(
         dry_run=dry_run,
         seed=raw.get("seed"),
         max_file_bytes=raw.get("max_file_bytes", DEFAULT_MAX_BYTES),
+        allowed_dirs=_allowed_dirs(raw.get("allowed_dirs")),
         resume=raw.get("resume", False),
         timeout=float(raw.get("timeout", 1800.0)),
         on_interrupt=raw.get("on_interrupt", "cancel"),
@@ -243,6 +245,14 @@ class SettingsCheck(Callback):
             load_settings(config, environ=os.environ, run_dir=run_dir, run_dir_key=run_dir_key)
         except ConfigError as exc:
             refuse(exc)
+
+
+def _allowed_dirs(value: Any) -> tuple[Path, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"allowed_dirs must be a list of directories, not {value!r}")
+    return tuple(Path(v).expanduser().resolve() for v in value)
 
 
 def _cog_settings(raw: Mapping[str, Any]) -> CogSettings:

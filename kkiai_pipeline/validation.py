@@ -178,7 +178,7 @@ def _check_value(ctx: _Context, spec: InputSpec, value: Any) -> FieldProblem | N
     blank = isinstance(value, str) and not value.strip()
     if value is None or (blank and spec.name in required_inputs(ctx.model)):
         return _check_unset(ctx, spec, value)
-    for check in (_check_type, _check_range, _check_multiple, _check_choice, _check_file):
+    for check in (_check_type, _check_length, _check_range, _check_multiple, _check_choice, _check_file):
         problem = check(ctx, spec, value)
         if problem is not None:
             return problem
@@ -211,6 +211,18 @@ def _check_type(ctx: _Context, spec: InputSpec, value: Any) -> FieldProblem | No
         return None
     message = f"{spec.name} must be {_EXPECTED[spec.type]}, got {_describe(value)}"
     return FieldProblem(spec.name, "type", message + _type_hint(spec, value))
+
+
+#: The longest text (not file) input sent: prompts are read as a few hundred tokens at most, so a longer
+#: one is a mistake (a template gone wrong), and it must not become a request of megabytes.
+MAX_TEXT_CHARS = 100_000
+
+
+def _check_length(ctx: _Context, spec: InputSpec, value: Any) -> FieldProblem | None:
+    if spec.is_file or not isinstance(value, str) or len(value) <= MAX_TEXT_CHARS:
+        return None
+    message = f"{spec.name} is {len(value):,} characters long; text inputs are limited to {MAX_TEXT_CHARS:,}"
+    return FieldProblem(spec.name, "range", message)
 
 
 def _has_type(expected: str, value: Any) -> bool:

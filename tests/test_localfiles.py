@@ -35,5 +35,27 @@ def test_missing_and_too_large_files(tmp_path: Path) -> None:
 
 def test_a_directory_is_not_a_file(tmp_path: Path) -> None:
     (tmp_path / "dir").mkdir()
-    with pytest.raises(LocalFileProblem, match="no such file"):
+    with pytest.raises(LocalFileProblem, match=r"dir is not a regular file$"):
         LocalFiles(tmp_path).data_uri("dir")
+
+
+def test_files_outside_the_pipeline_folder_are_refused(tmp_path: Path) -> None:
+    base = tmp_path / "pipelines"
+    base.mkdir()
+    (tmp_path / "secret.png").write_bytes(b"s")
+    (base / "link.png").symlink_to(tmp_path / "secret.png")
+    files = LocalFiles(base)
+    for name in ("../secret.png", str(tmp_path / "secret.png"), "link.png", "/etc/passwd"):
+        with pytest.raises(LocalFileProblem, match="is outside the pipeline's folder"):
+            files.data_uri(name)
+    allowed = LocalFiles(base, allowed_dirs=(tmp_path,))
+    assert allowed.data_uri("link.png") == "data:image/png;base64,cw=="
+    assert allowed.data_uri("../secret.png") == "data:image/png;base64,cw=="
+
+
+def test_the_size_cap_counts_the_bytes_read(tmp_path: Path) -> None:
+    files = LocalFiles(Path("/proc/self"), max_bytes=10)
+    with pytest.raises(
+        LocalFileProblem, match=r"file\('environ'\) is more than 10 bytes, over the 10-byte limit"
+    ):
+        files.data_uri("environ")

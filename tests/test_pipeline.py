@@ -66,3 +66,36 @@ def test_a_file_that_is_not_a_mapping(tmp_path: Path) -> None:
     source.write_text("- a\n- b\n")
     with pytest.raises(PipelineError, match="must be a mapping"):
         read_pipeline_file(source)
+
+
+def test_only_selected_pipelines_are_read() -> None:
+    from kkiai_pipeline.discovery import selected
+
+    names = ["a", "b", "c", "shots"]
+    assert selected(["pipeline=a", "pipeline.params.x=1", "-m", "--cfg", "job"], names) == {"a"}
+    assert selected(["pipeline=a,b"], names) == {"a", "b"}
+    assert selected(["+pipeline=choice(b,c)"], names) == {"b", "c"}
+    assert selected(["pipeline=glob(s*)"], names) == {"shots"}
+    assert selected(["pipeline=[a", "~pipeline", "seed=3"], names) == set()
+
+
+def test_yaml_error_at_the_end_of_the_file_names_the_line(tmp_path: Path) -> None:
+    source = tmp_path / "p.yaml"
+    source.write_text("name: p\nsteps:\n  a: [\n")
+    with pytest.raises(PipelineError) as caught:
+        read_pipeline_file(source)
+    assert caught.value.problems[0].line == 4
+    assert caught.value.problems[0].message == (
+        "YAML syntax error: expected the node content, but found '<stream end>'"
+    )
+
+
+def test_merge_keys_may_override_but_duplicates_may_not(tmp_path: Path) -> None:
+    source = tmp_path / "p.yaml"
+    source.write_text("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  x: 3\n")
+    assert read_pipeline_file(source)["other"] == {"x": 3, "y": 2}
+    source.write_text("a: 1\nb: 2\na: 3\n")
+    with pytest.raises(
+        PipelineError, match=r"p.yaml:3: YAML syntax error: duplicate key 'a' \(first on line 1\)"
+    ):
+        read_pipeline_file(source)

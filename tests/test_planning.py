@@ -106,3 +106,32 @@ def test_every_reference_problem_is_reported() -> None:
         f"{SOURCE}, step 'cut', field 'input.prompt': template syntax error in '{{{{ steps.gen.output[ }}}}': unexpected '}}', expected ']'",
         f"{SOURCE}, step 'cut', field 'input.mask': unknown name 'foo' in '{{{{ foo }}}}' (templates can use: steps, params)",
     ]
+
+
+def test_a_long_chain_in_reverse_order_plans_without_recursion() -> None:
+    n = 10_000
+    steps = {
+        f"s{i}": {
+            "model": "cjwbw/rembg",
+            "input": {"image": f"{{{{ steps.s{i - 1}.output }}}}" if i else "https://x/y.png"},
+        }
+        for i in reversed(range(n))
+    }
+    the_plan = make_plan(steps)
+    assert [s.id for s in the_plan.steps] == [f"s{i}" for i in range(n)]
+    assert the_plan.steps[-1].level == n - 1
+
+
+def test_a_long_cycle_is_reported_as_a_cycle() -> None:
+    n = 2000
+    steps = {
+        f"s{i}": {"model": "cjwbw/rembg", "input": {"image": f"{{{{ steps.s{(i + 1) % n}.output }}}}"}}
+        for i in range(n)
+    }
+    with pytest.raises(PipelineError) as caught:
+        make_plan(steps)
+    (problem,) = caught.value.problems
+    assert problem.message == (
+        "dependency cycle: s0 → s1 → s2 → s3 → s4 → s5 → s6 → s7 → … (1985 more) … "
+        "→ s1993 → s1994 → s1995 → s1996 → s1997 → s1998 → s1999 → s0"
+    )

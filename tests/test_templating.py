@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kkiai_pipeline.templating import TemplateProblem, Templates, is_template
+from kkiai_pipeline.templating import TemplateLimits, TemplateProblem, Templates, is_template
 
 CONTEXT = {
     "params": {"subject": "a mug", "n": 42, "flag": "True"},
@@ -89,3 +89,46 @@ def test_functions_are_available_to_templates() -> None:
 )
 def test_is_template(value: object, expected: bool) -> None:
     assert is_template(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{- params.n -}}", 3),
+        ("  {{ params.n }}\n", 3),
+        ("{{ params.items }}", [1, 2]),
+        ("{{ params.keys }}", "k"),
+        ("{% for x in params.items %}{{ x }}{% endfor %}", "12"),
+    ],
+)
+def test_lone_expressions_and_user_keys_before_methods(source: str, expected: object) -> None:
+    context = {"params": {"n": 3, "items": [1, 2], "keys": "k"}, "steps": {}}
+    assert Templates().parse(source).render(context) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ 'a' * 10**9 }}", "the result would be more than 1,000 characters (the size budget)"),
+        ("{{ 'a' * 600 ~ 'b' * 600 }}", "the result would be more than 1,000 characters (the size budget)"),
+        (
+            "{% for i in range(3) %}{{ 'a' * 400 }}{% endfor %}",
+            "the rendered text would be more than 1,000 characters (the size budget)",
+        ),
+        (
+            "{{ lipsum(10**7) }}",
+            "lipsum(n) x 1000 (at most 100 paragraphs) 10,000,000,000 is over the limit of 100,000",
+        ),
+        (
+            "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+            "rendering took longer than 0.2 s (the time budget)",
+        ),
+        ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "it recurses too deeply"),
+        ("{{ 10 ** (10 ** 10) }}", "a number of more than 4,000 digits"),
+    ],
+)
+def test_rendering_is_bounded(source: str, message: str) -> None:
+    templates = Templates(limits=TemplateLimits(seconds=0.2, max_value_chars=1000))
+    with pytest.raises(TemplateProblem) as caught:
+        templates.parse(source).render({"params": {}, "steps": {}})
+    assert str(caught.value) == f"cannot render '{source}': {message}"
