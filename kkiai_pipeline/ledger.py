@@ -28,7 +28,7 @@ import shutil
 import socket
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,13 +284,15 @@ class Ledger:
         assignments = ", ".join(f"{name} = ?" for name in columns)
         self._db.execute(f"UPDATE entries SET {assignments} WHERE key = ?", (*columns.values(), key))
 
-    async def release(self, keys: Sequence[str]) -> None:
-        """Give up ownership of ``keys`` (left for whoever needs them next)."""
-        await self._run(self._release, list(keys))
+    async def release_busy(self) -> None:
+        """Give up this process's busy entries (predictions left running): whoever needs them next
+        takes them over at once, instead of waiting for this process to end."""
+        await self._run(self._release_busy)
 
-    def _release(self, keys: list[str]) -> None:
-        self._db.executemany(
-            "UPDATE entries SET owner = NULL WHERE key = ? AND owner = ?", [(k, self.owner) for k in keys]
+    def _release_busy(self) -> None:
+        self._db.execute(
+            "UPDATE entries SET owner = NULL WHERE owner = ? AND state IN ('intended', 'sending', 'created')",
+            (self.owner,),
         )
 
     async def beat(self) -> None:

@@ -36,7 +36,7 @@ from .backends import BACKENDS, default_backend
 from .catalog import Catalog, default_catalog
 from .errors import ConfigError, PipelineError, Problem
 from .execution import Executor, JobContext, Progress
-from .ledger import Ledger
+from .ledger import OWNER_BEAT_SECONDS, Ledger
 from .localfiles import LocalFiles
 from .pipeline import Pipeline
 from .planning import Plan, PlannedStep, plan
@@ -182,36 +182,22 @@ class Orchestrator:
         """Run ``jobs`` concurrently; each ends with its run.json and report written."""
         with ExitStack() as stack:
             sandbox_url = self._sandbox(jobs, stack)
-            ledgers: dict[Path, Ledger] = {}
-            pools: dict[Any, _Pool] = {}
-            purchasers: dict[tuple[Path, Any], Purchaser] = {}
-            downloads = download_client(transport=self.transport)
-            tasks = []
+            shared = _Shared(self.transport)
+            beating = asyncio.create_task(shared.beat())
             try:
+                tasks = []
                 for job in jobs:
                     settings = job.settings
                     base_url = (
                         sandbox_url if settings.api.kind == "sandbox" else (settings.api.base_url or "")
                     )
                     job.record = job.record or new_record(job, base_url=base_url)
-                    pool_key = _pool_key(settings, base_url)
-                    pool = pools.get(pool_key) or pools.setdefault(pool_key, self._open(settings, base_url))
-                    cache_dir = _cache_dir(settings)
-                    ledger = ledgers.get(cache_dir) or ledgers.setdefault(cache_dir, Ledger(cache_dir))
-                    purchaser = purchasers.get((cache_dir, pool_key))
-                    if purchaser is None:
-                        purchaser = purchasers[(cache_dir, pool_key)] = _purchaser(
-                            ledger, pool, downloads, settings
-                        )
+                    purchaser, pool = shared.purchaser(settings, base_url)
                     tasks.append(self._run_job(job, purchaser, pool, base_url, shared=len(jobs) > 1))
                 await asyncio.gather(*tasks)
             finally:
-                for pool in pools.values():
-                    for backend in pool.backends.values():
-                        await backend.aclose()
-                await downloads.aclose()
-                for ledger in ledgers.values():
-                    ledger.close()
+                beating.cancel()
+                await shared.aclose()
         return [job.record for job in jobs if job.record is not None]
 
     def _sandbox(self, jobs: Sequence[Job], stack: ExitStack) -> str:
@@ -226,14 +212,6 @@ class Orchestrator:
         if knobs.get("store") is None:  # the emulator remembers beside the ledger
             knobs["store"] = str(_cache_dir(settings) / "sandbox")
         return stack.enter_context(serve_in_thread(SandboxConfig(**knobs))).base_url
-
-    def _open(self, settings: Settings, base_url: str) -> _Pool:
-        backends = {
-            name: kind.open(settings, base_url, self.transport)
-            for name, kind in BACKENDS.items()
-            if kind.available(settings)
-        }
-        return _Pool(backends)
 
     async def _run_job(
         self, job: Job, purchaser: Purchaser, pool: _Pool, base_url: str, *, shared: bool
@@ -263,6 +241,54 @@ class Orchestrator:
                 record.traffic[name] = "shared by the sweep's jobs" if shared else dict(vars(backend.stats))
             record.save()
             _write_report(record)
+
+
+class _Shared:
+    """What the jobs of one orchestrator run share, opened on first need and closed together: a
+    ledger per cache directory, backends per connection settings, one client for output files."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None) -> None:
+        self.transport = transport
+        self.ledgers: dict[Path, Ledger] = {}
+        self.pools: dict[Any, _Pool] = {}
+        self.purchasers: dict[tuple[Path, Any], Purchaser] = {}
+        self.downloads = download_client(transport=transport)
+
+    def purchaser(self, settings: Settings, base_url: str) -> tuple[Purchaser, _Pool]:
+        """The purchaser (and backends) for a job with ``settings``: jobs alike share them."""
+        pool_key = _pool_key(settings, base_url)
+        pool = self.pools.get(pool_key)
+        if pool is None:
+            backends = BACKENDS.items()
+            opened = {
+                name: kind.open(settings, base_url, self.transport)
+                for name, kind in backends
+                if kind.available(settings)
+            }
+            pool = self.pools[pool_key] = _Pool(opened)
+        cache_dir = _cache_dir(settings)
+        ledger = self.ledgers.get(cache_dir) or self.ledgers.setdefault(cache_dir, Ledger(cache_dir))
+        purchaser = self.purchasers.get((cache_dir, pool_key))
+        if purchaser is None:
+            purchaser = _purchaser(ledger, pool, self.downloads, settings)
+            self.purchasers[(cache_dir, pool_key)] = purchaser
+        return purchaser, pool
+
+    async def beat(self) -> None:
+        """Tell other processes (also on other hosts) that this one still owns its keys."""
+        while True:
+            for ledger in list(self.ledgers.values()):
+                await ledger.beat()
+            await asyncio.sleep(OWNER_BEAT_SECONDS)
+
+    async def aclose(self) -> None:
+        for pool in self.pools.values():
+            for backend in pool.backends.values():
+                await backend.aclose()
+        await self.downloads.aclose()
+        for ledger in self.ledgers.values():
+            await ledger.release_busy()  # predictions left running: whoever needs them next takes them
+            ledger.close()
 
 
 def _purchaser(ledger: Ledger, pool: _Pool, downloads: httpx.AsyncClient, settings: Settings) -> Purchaser:
