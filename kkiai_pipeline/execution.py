@@ -160,12 +160,16 @@ class Executor:
                 rec.end(_status_of(exc), str(exc))
             log.error("step %s %s: %s", step.id, rec.status, exc)
         else:
-            self._outputs[step.id] = {"output": output}
+            if rec.status == "succeeded":
+                self._outputs[step.id] = {"output": output}
         self.record.note(step.id)
         return rec.status
 
     async def _fan_out(self, step: PlannedStep, rec: StepRecord) -> Any:
-        """One prediction per item of ``foreach``; the step's output is the list of the items' outputs."""
+        """One prediction per item of ``foreach``; the step's output is the list of the items' outputs.
+
+        Ends the step's record: succeeded, or failed (unresolved) with what each missed item said.
+        """
         context = self._context()
         items = step.foreach.render(context) if isinstance(step.foreach, Template) else step.foreach
         if not isinstance(items, list):
@@ -185,7 +189,7 @@ class Executor:
                 f"{len(missed)} of {len(items)} items did not succeed: "
                 + "; ".join(f"[{i.index}] {i.error}" for i in missed),
             )
-            raise _Reported()
+            return None
         rec.succeed(outputs=rec_outputs)
         return list(results)
 
@@ -339,10 +343,6 @@ class Executor:
     def _context(self) -> Mapping[str, Any]:
         # kept up to date as steps succeed, not rebuilt for every step that starts
         return {"params": self.plan.pipeline.params, "steps": self._outputs}
-
-
-class _Reported(KkiaiError):
-    """A foreach step whose record already says why it did not succeed."""
 
 
 def _status_of(exc: BaseException) -> StepStatus:
