@@ -80,7 +80,8 @@ def test_every_shipped_default_is_declared_and_legal(registered: None) -> None:
 def test_the_new_settings_have_their_documented_defaults(registered: None) -> None:
     cfg = composed("pipeline=product_shots", "api=sandbox")
     assert cfg.repay_expired is False
-    assert (cfg.api.list_lag_seconds, cfg.api.clock_skew_seconds) == (1, 300)  # the emulator's list never lags
+    # the emulator's list never lags
+    assert (cfg.api.list_lag_seconds, cfg.api.clock_skew_seconds) == (1, 300)
     assert (cfg.api.sandbox.store, cfg.api.sandbox.file_ttl) == (None, 3600)
 
 

@@ -54,7 +54,9 @@ def test_every_api_response_reports_its_bucket(api: httpx.Client, sandbox: Sandb
         "2994",
         "2993",
     ]
-    assert all(r is not None and 0 <= int(r[1]) <= 60 for r in remaining), remaining  # flaky under load: see note
+    assert all(r is not None and 0 <= int(r[1]) <= 60 for r in remaining), (
+        remaining
+    )  # flaky under load: see note
     assert limits(api.post("/predictions", json={"version": "nope", "input": {}})) is not None  # a 422 too
 
 
