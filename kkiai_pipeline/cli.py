@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import hydra
@@ -19,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import discovery
+from . import discovery, secrets
 from .dryrun import dry_run
 from .errors import ConfigError, KkiaiError, PipelineError, Problem
 from .orchestrator import Job, Orchestrator, prepare
@@ -40,10 +41,12 @@ class _Job:
 
 
 _TOKEN_OVERRIDE = re.compile(r"^[+~]{0,2}api\.token(=|$)")
+_TOKEN_ENV_OVERRIDE = re.compile(r"^[+~]{0,2}api\.token_env=")
 
 
 def main() -> None:
     """Console script ``kkiai-run``."""
+    refuse_token_words(sys.argv[1:], os.environ)
     if any(_TOKEN_OVERRIDE.match(arg) for arg in sys.argv[1:]):
         # Refuse before Hydra composes anything: it would save the override, token and all, in .hydra/.
         print(
@@ -74,7 +77,7 @@ def main() -> None:
         raise
     except Exception as exc:  # Hydra's own errors outside its error reporting (e.g. --help): no traceback
         hint = " (e.g. kkiai-run --help pipeline=product_shots)" if "pipeline" in str(exc) else ""
-        print(f"kkiai-run: error: {exc}{hint}", file=sys.stderr)
+        print(f"kkiai-run: error: {secrets.redact(str(exc))}{hint}", file=sys.stderr)
         raise SystemExit(2) from None
     except SystemExit as exc:
         # Hydra exits 1 for a bad override or a missing pipeline=; that is a usage error for us.
@@ -85,6 +88,32 @@ def main() -> None:
         code = sweep.finish(orchestrator=orchestrator)
         if code:
             raise SystemExit(code)
+
+
+def refuse_token_words(args: Sequence[str], environ: Mapping[str, str]) -> None:
+    """Exit 2 if a command-line word holds the API token's value, before Hydra runs.
+
+    Hydra would write the word to ``.hydra/overrides.yaml`` (and the composed config), and might echo
+    it in an error, whatever its key: ``api.token_env=<token>``, ``'+api={token:<token>}'``,
+    ``pipeline.params.x=<token>``. The token is looked up where ``api.token_env`` (default, or as
+    overridden on this command line) says, and registered, so nothing later prints it either.
+    """
+    names = ["KKIAI_API_TOKEN"]
+    names += [arg.split("=", 1)[1] for arg in args if _TOKEN_ENV_OVERRIDE.match(arg)]
+    for name in names:
+        secrets.register(environ.get(name))
+    for position, arg in enumerate(args, start=1):
+        if not secrets.contains(arg):
+            continue
+        key = arg.split("=", 1)[0] if "=" in arg else ""
+        shown = f"'{key.lstrip('+~')}'" if key and not secrets.contains(key) else f"number {position}"
+        print(
+            f"kkiai-run: error: command-line argument {shown} holds the API token: the token is read only "
+            "from the environment (KKIAI_API_TOKEN, or the variable api.token_env names), so that it is "
+            "never written to disk. Nothing was run",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
 
 
 def run_job(cfg: DictConfig, *, orchestrator: Orchestrator, sweep: Sweep) -> int:

@@ -205,6 +205,7 @@ _SANDBOX_RANGES: dict[str, dict[str, float]] = {
     "other_rate_per_minute": {"low": 1},
     "min_cancel_after_seconds": {"low": 0},
     "file_ttl": {"low": 0},
+    "max_body_bytes": {"low": 1},
 }
 
 # Declared here before SandboxConfig has them (another change adds the fields); a field of the same
@@ -248,6 +249,7 @@ API = Group(
         "kind": choice("kkiai", "sandbox", "cog"),
         "base_url": text(nullable=True),
         "token_env": text(),
+        "allow_insecure_http": flag(),  # a plain-http base_url on another machine (token sent in clear)
         **_CLIENT,
         "sandbox": SANDBOX,
     }

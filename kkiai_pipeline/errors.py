@@ -25,7 +25,8 @@
     └── StateError                   a record was asked for an impossible status change (a bug)
 
 Library exceptions (httpx, jinja2, yaml) are translated at one boundary each and chained with
-``from exc``. Messages never contain the API token.
+``from exc``. Messages never contain the API token: ``str()`` of any of these errors masks its value
+(:func:`kkiai_pipeline.secrets.redact`), whatever an API answer or a setting put into the message.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .secrets import redact
+
 if TYPE_CHECKING:
     from .api.prediction import Prediction
 
@@ -43,6 +46,10 @@ class KkiaiError(Exception):
     """Root of every error this package raises on purpose."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        # Every printed, logged or recorded message goes through here: the token's value never does.
+        return redact(super().__str__())
 
 
 class UsageError(KkiaiError):

@@ -11,7 +11,8 @@ What money depends on (intents to create, prediction ids) is not kept here but i
 
 Rewriting a whole run.json at every change would cost O(steps) per change, O(steps²) per run; the
 journal keeps each change O(1). Loading replays the journal over run.json; a finished run removes
-the journal. The API token is never part of either.
+the journal. The API token is never part of either: both are written through
+:func:`kkiai_pipeline.secrets.redact`, whatever an input or an error message held.
 
 Step statuses: ``pending`` (not started), ``running`` (rendering, creating or waiting), ``succeeded``,
 ``failed``, ``canceled``, ``aborted`` (as the prediction ended), ``skipped`` (a dependency did not
@@ -33,6 +34,7 @@ from typing import IO, Any, Literal
 
 from .artifacts import Artifact
 from .errors import StateError
+from .secrets import redact
 
 StepStatus = Literal[
     "pending", "running", "succeeded", "failed", "canceled", "aborted", "skipped", "unresolved"
@@ -200,7 +202,7 @@ class RunRecord:
         }
         if item is not None:
             entry["item"] = item
-        self._journal.write(json.dumps(entry, default=str) + "\n")
+        self._journal.write(redact(json.dumps(entry, default=str)) + "\n")
         self._journal.flush()
         if time.monotonic() - self._snapshot_at >= self._snapshot_every:
             self.save(compact=True)
@@ -261,14 +263,14 @@ def _replay(steps: dict[str, dict[str, Any]], path: Path) -> None:
 def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> None:
     """Write ``data`` as JSON so that readers see the old file or the new one, never a mix.
 
-    The file and its directory are fsynced: a prediction id written here survives a power cut.
+    The file and its directory are fsynced: a prediction id written here survives a power cut. The API
+    token's value is masked.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=indent, ensure_ascii=False, default=str)
-            handle.write("\n")
+            handle.write(redact(json.dumps(data, indent=indent, ensure_ascii=False, default=str)) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -2,7 +2,10 @@
 
 Nothing below this module reads ``os.environ`` or a DictConfig. The API token is taken from the
 environment variable that ``api.token_env`` names (``KKIAI_API_TOKEN``); it never enters the config
-tree, so Hydra cannot write it to ``.hydra/``.
+tree, so Hydra cannot write it to ``.hydra/``. Its value is registered with :mod:`.secrets` as soon as
+it is read, so that nothing printed or written shows it, and a pipeline whose values hold it is refused
+(:func:`check_pipeline_values`). A plain-http ``api.base_url`` to another machine is refused unless
+``api.allow_insecure_http`` is set: the token would travel in clear.
 
 Every key and value is checked against the schema in :mod:`config_schema` three times, each as early
 as it can be: the command line's keys before Hydra composes (:func:`check_command_line`), the composed
@@ -12,12 +15,14 @@ config when it is loaded (:func:`load_settings`). A bad setting is one line nami
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, NoReturn
+from urllib.parse import urlsplit
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -34,6 +39,7 @@ from .errors import ConfigError
 from .execution import ExecutionOptions
 from .localfiles import DEFAULT_MAX_BYTES
 from .purchase import OnInterrupt
+from .secrets import find, redact, register
 
 ApiKind = Literal["kkiai", "sandbox", "cog"]
 SANDBOX_TOKEN = "sandbox"  # the emulator wants a bearer token like the real API; any will do
@@ -48,6 +54,7 @@ class ApiSettings:
     token: str | None = field(repr=False)
     client: ClientOptions
     sandbox: Mapping[str, Any] = field(default_factory=dict)
+    token_env: str = "KKIAI_API_TOKEN"  # where the token was read from (named in messages)
 
 
 @dataclass(frozen=True)
@@ -219,7 +226,7 @@ def _overrides(args: Sequence[str]) -> tuple[list[Override], bool]:
 
 def refuse(error: ConfigError) -> NoReturn:
     """End kkiai-run for a bad setting: one line on stderr, exit code 2."""
-    print(f"kkiai-run: error: {error}", file=sys.stderr)
+    print(f"kkiai-run: error: {redact(str(error))}", file=sys.stderr)
     raise SystemExit(error.exit_code)
 
 
@@ -242,7 +249,8 @@ class SettingsCheck(Callback):
         HydraConfig.instance().set_config(config)  # ${hydra:...} in the directory's name needs it
         try:
             run_dir = Path(str(OmegaConf.select(config, run_dir_key))).absolute()
-            load_settings(config, environ=os.environ, run_dir=run_dir, run_dir_key=run_dir_key)
+            settings = load_settings(config, environ=os.environ, run_dir=run_dir, run_dir_key=run_dir_key)
+            check_pipeline_values(config.get("pipeline"), token_env=settings.api.token_env)
         except ConfigError as exc:
             refuse(exc)
 
@@ -272,12 +280,15 @@ def _cache_dir(value: Any, environ: Mapping[str, str]) -> Path:
 def _api_settings(raw: Mapping[str, Any], environ: Mapping[str, str], *, need_token: bool) -> ApiSettings:
     kind = raw.get("kind")
     client = _client_options(raw)
-    if kind == "sandbox":
-        return ApiSettings("sandbox", None, SANDBOX_TOKEN, client, _sandbox_options(raw.get("sandbox") or {}))
-    if kind == "cog":  # every step on self-hosted servers: no hosted API, no token
-        return ApiSettings("cog", None, None, client)
     token_env = str(raw.get("token_env") or "KKIAI_API_TOKEN")
     token = environ.get(token_env, "").strip() or None
+    # Hidden whichever API runs: a pipeline could still read it (${oc.env:...}) and send or record it.
+    register(token)
+    if kind == "sandbox":
+        sandbox = _sandbox_options(raw.get("sandbox") or {})
+        return ApiSettings("sandbox", None, SANDBOX_TOKEN, client, sandbox, token_env=token_env)
+    if kind == "cog":  # every step on self-hosted servers: no hosted API, no token
+        return ApiSettings("cog", None, None, client, token_env=token_env)
     if token is None and need_token:
         raise ConfigError(
             f"{token_env} is not set: export {token_env}=<your kkiai API token> to use the kkiai API, "
@@ -286,7 +297,58 @@ def _api_settings(raw: Mapping[str, Any], environ: Mapping[str, str], *, need_to
     base_url = raw.get("base_url")
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"api.base_url must be an http(s) URL, not {base_url!r}")
-    return ApiSettings("kkiai", base_url, token, client)
+    if not raw.get("allow_insecure_http", False):
+        check_secure(base_url)
+    return ApiSettings("kkiai", base_url, token, client, token_env=token_env)
+
+
+def check_secure(base_url: str) -> None:
+    """Raise ConfigError for a plain-http URL to another machine: the token would travel in clear."""
+    parts = urlsplit(base_url)
+    if parts.scheme != "http" or is_loopback(parts.hostname or ""):
+        return
+    raise ConfigError(
+        f"api.base_url is plain http to {parts.hostname or 'an unnamed host'}, which is not this machine: "
+        "the API token would travel unencrypted. Use https, or set api.allow_insecure_http=true if the "
+        "network between them is trusted"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine: ``localhost`` (and its subdomains) or a loopback address."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_pipeline_values(pipeline: Any, *, token_env: str = "KKIAI_API_TOKEN") -> None:
+    """Raise ConfigError when a value of the composed ``pipeline`` node holds the API token.
+
+    A step's input would send it to a model (and the model's service would keep it), and run.json and
+    the report would show it masked; typically it came from ``${oc.env:KKIAI_API_TOKEN}``. Values that
+    templates compute at run time are checked again by the client, before each create.
+    """
+    if pipeline is None:
+        return
+    try:
+        data = OmegaConf.to_container(pipeline, resolve=True) if OmegaConf.is_config(pipeline) else pipeline
+    except (OmegaConfBaseException, RecursionError):
+        return  # loading the pipeline reports it, with its file
+    where = find(data)
+    if where is None:
+        return
+    if len(where) >= 3 and where[0] == "steps":
+        place = f"step '{where[1]}', field '{'.'.join(where[2:])}'"
+    else:
+        place = f"field '{'.'.join(where)}'"
+    raise ConfigError(
+        f"pipeline {place} holds the API token (the value of {token_env}): it would be sent to the "
+        "model and recorded. Nothing was sent; the token belongs only in the environment"
+    )
 
 
 def _sandbox_options(raw: Mapping[str, Any]) -> dict[str, Any]:

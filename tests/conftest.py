@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from kkiai_pipeline import secrets
+
 _OURS = ("KKIAI_", "REPLICATE_", "HYDRA_")
 
 
@@ -30,3 +32,4 @@ def clean_environ(
         if name.startswith(_OURS) or name.lower() in ("http_proxy", "https_proxy", "all_proxy"):
             monkeypatch.delenv(name)
     yield
+    secrets.forget()  # a token registered by one test's settings must not mask another test's text

@@ -57,7 +57,7 @@ def refusal(data: dict[str, Any]) -> str:
 
 def test_the_api_group_declares_every_client_option_and_the_two_new_ones() -> None:
     client = {f.name for f in fields(ClientOptions)}
-    assert set(API.keys) == client | {"kind", "base_url", "token_env", "sandbox"}
+    assert set(API.keys) == client | {"kind", "base_url", "token_env", "allow_insecure_http", "sandbox"}
     assert {"list_lag_seconds", "clock_skew_seconds"} <= client
     assert ClientOptions().list_lag_seconds == 60.0
     assert ClientOptions().clock_skew_seconds == 300.0

@@ -37,7 +37,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from ..errors import ApiError, ConfigError, DeadlineExceeded, KkiaiError
+from .. import secrets
+from ..errors import ApiError, ConfigError, DeadlineExceeded, KkiaiError, StepInputError
 from .errors import ambiguous_create, error_from_exception, error_from_response, json_or_none, response_reason
 from .prediction import Prediction, parse_prediction, parse_timestamp
 from .ratelimit import RateLimits, shared_limits
@@ -50,6 +51,7 @@ MIN_CANCEL_AFTER_SECONDS = 5  # the API's shortest Cancel-After
 PREDICTION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # checked before any URL is built from an id
 KEEPALIVE_SECONDS = 4.0
 MAX_LIST_PAGES = 50  # of 100 predictions each, when looking for a lost create
+LONG_WAIT_SECONDS = 5.0  # a 429 pause longer than this is shown on the console, not only in run.log
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -211,8 +213,10 @@ class PredictionsClient:
         ``cancel_after`` (seconds from creation) asks the API to cancel it then, or to abort it unbilled
         if it has not started; it is sent as whole seconds, at least 5. ``on_send`` is awaited right
         before each attempt goes on the wire (the ledger records it first). A 2xx answer that is not a
-        prediction with an id is ambiguous: the prediction may exist.
+        prediction with an id is ambiguous: the prediction may exist. An input holding the API token's
+        value is refused (StepInputError) before anything is sent: the token goes only in the header.
         """
+        refuse_secret_input(input)
         wait = min(self.options.wait_seconds, MAX_WAIT_SECONDS)
         headers = {"Prefer": f"wait={wait}"} if wait > 0 else {}
         if cancel_after is not None:
@@ -395,6 +399,7 @@ class PredictionsClient:
         if status == 429:
             # Everyone sharing the bucket would hit the same limit; hold them all, not just this request.
             self.rate_limits.bucket(create=state.create).pause(retry.delay)
+            warn_long_wait(response.request, retry.delay)
         return retry
 
     def _verdict(self, verdict: Verdict, request: httpx.Request, reason: str, state: _Attempts) -> Verdict:
@@ -445,6 +450,28 @@ class PredictionsClient:
             self.stats.rate_limit_waits += 1
             self.stats.rate_limit_wait_seconds += wait
             await self._sleep(wait)
+
+
+def refuse_secret_input(input: Mapping[str, Any]) -> None:
+    """Raise StepInputError if ``input`` holds the API token's value: the last check before a create,
+    for values computed at run time (the pipeline's static values were refused at planning)."""
+    where = secrets.find(dict(input))
+    if where is not None:
+        raise StepInputError(
+            f"input.{'.'.join(where)} holds the API token's value: refused before sending (no prediction "
+            "made); the token belongs only in the environment"
+        )
+
+
+def warn_long_wait(request: httpx.Request, delay: float) -> None:
+    """Say on the console (a WARNING) why nothing seems to happen when a 429 makes us wait long."""
+    if delay > LONG_WAIT_SECONDS:
+        log.warning(
+            "%s %s: the API is rate limiting (429); waiting %.0f s before trying again",
+            request.method,
+            request.url.path,
+            delay,
+        )
 
 
 def _past_deadline(prediction: Prediction, failing: str | None = None) -> DeadlineExceeded:

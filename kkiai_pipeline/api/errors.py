@@ -1,5 +1,9 @@
 """Failed requests -> our error tree: error answers (problem+json, or anything else an edge proxy sends)
 become ApiError, httpx transport exceptions become TransportError or AmbiguousCreateError.
+
+An answer may echo the request, ``Authorization`` header included: whatever is taken from it (title,
+detail, body, the fields of a 422) is redacted (:func:`kkiai_pipeline.secrets.redact`) before it is
+kept or shown.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from typing import Any
 import httpx
 
 from ..errors import AmbiguousCreateError, ApiError, TransportError, ValidationFailed
+from ..secrets import redact, redact_data
 
 _HINTS = {
     401: "check KKIAI_API_TOKEN",
@@ -22,11 +27,11 @@ _BROKEN = (httpx.ReadError, httpx.WriteError, httpx.CloseError, httpx.RemoteProt
 
 def error_from_response(response: httpx.Response, *, attempts: int = 1) -> ApiError:
     """A clear ApiError for an error response; ``ValidationFailed`` for 422 with ``invalid_fields``."""
-    body = json_or_none(response)
+    body = redact_data(json_or_none(response))
     title = _field(body, "title")
     detail = _field(body, "detail")
     status = response.status_code
-    summary = ": ".join(p for p in (title, detail) if p) or response.reason_phrase or "error"
+    summary = ": ".join(p for p in (title, detail) if p) or redact(response.reason_phrase) or "error"
     message = f"the API answered {status} to {_what(response.request)}: {summary}"
     if status in _HINTS:
         message += f" ({_HINTS[status]})"
@@ -53,7 +58,7 @@ def error_from_exception(exc: httpx.TransportError, *, base_url: str, attempts: 
         message = f"{_what(exc.request, full=True)} failed: the connection broke ({name}: {exc})"
     else:
         message = f"cannot reach {base_url}: {exc or name}"
-    return TransportError(message + _gave_up(attempts))
+    return TransportError(redact(message + _gave_up(attempts)))
 
 
 def ambiguous_create(
@@ -71,7 +76,7 @@ def ambiguous_create(
 
 def response_reason(response: httpx.Response) -> str:
     """What an error answer was, in a few words: ``the API answered 502 Bad Gateway``."""
-    return f"the API answered {response.status_code} {response.reason_phrase}".rstrip()
+    return redact(f"the API answered {response.status_code} {response.reason_phrase}".rstrip())
 
 
 def json_or_none(response: httpx.Response) -> Any:
@@ -83,7 +88,7 @@ def json_or_none(response: httpx.Response) -> Any:
 
 
 def _what(request: httpx.Request, *, full: bool = False) -> str:
-    return f"{request.method} {request.url if full else request.url.path}"
+    return redact(f"{request.method} {request.url if full else request.url.path}")
 
 
 def _gave_up(attempts: int) -> str:

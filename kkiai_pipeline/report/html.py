@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..artifacts import describe_url
+from ..secrets import redact
 from .runfile import MediaKind
 
 #: Status -> (fill, stroke) for badges, DAG nodes and grid cells.
@@ -152,7 +153,11 @@ def page(title: str, body: str) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` so that a reader sees the old file or the new one, never half of one."""
+    """Write ``text`` so that a reader sees the old file or the new one, never half of one.
+
+    The API token's value is masked (:func:`kkiai_pipeline.secrets.redact`): a report is meant to be shared.
+    """
+    text = redact(text)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -10,6 +10,9 @@
     GET  /files/{id}/{name}                                output files (no auth, like replicate.delivery)
     GET  /sandbox/stats    POST /sandbox/reset             counters for tests
 
+With ``token`` set, every route but ``/files`` wants it (the ``/sandbox`` ones included); a request
+body over ``max_body_bytes`` is answered 413 without being read further.
+
 Every request is counted (``stats``) and, for API calls, taken from a per-minute rate-limit window whose
 state every API response reports in ``ratelimit-*`` headers (``ratelimits``). Injected faults
 (``faults``): 5xx answers, 429s and drops before a create strike at the edge, before authentication;
@@ -32,6 +35,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Message, Receive
 
 from ..api.prediction import parse_timestamp
 from ..catalog import Catalog, ModelSpec, default_catalog
@@ -167,7 +171,12 @@ class SandboxApi:
             self.requests.count(kind)
             # Read the whole request before answering early or dropping: closing a connection with
             # unread data resets it, and the client would see a reset instead of the answer or the drop.
-            await request.body()
+            # Only up to the limit, though: a larger body is refused, and the connection closed.
+            body = await read_capped(request, self.config.max_body_bytes)
+            if body is None:
+                too_large = wire.too_large(self.config.max_body_bytes)
+                return problem_response(too_large, headers={"Connection": "close"})
+            request = Request(request.scope, receive=_replay(body, request.receive))
             quota = self.limits.take(bucket) if bucket is not None else None
             if quota is not None and quota.exceeded and self.config.enforce_rate_limits:
                 self.faults.count("rate_limited")
@@ -318,17 +327,28 @@ class SandboxApi:
         return response
 
     async def other(self, request: Request) -> Response:
-        """Anything else: 404."""
+        """Anything else: 404 (401 first when a token is set and not given)."""
+        if self._refused(request):
+            return problem_response(wire.unauthenticated())
         return problem_response(wire.not_found())
 
     async def get_stats(self, request: Request) -> Response:
         """``GET /sandbox/stats``."""
+        if self._refused(request):
+            return problem_response(wire.unauthenticated())
         return JSONResponse(self.stats())
 
     async def post_reset(self, request: Request) -> Response:
         """``POST /sandbox/reset``: zero the counters; answers the (zeroed) stats."""
+        if self._refused(request):
+            return problem_response(wire.unauthenticated())
         self.reset()
         return JSONResponse(self.stats())
+
+    def _refused(self, request: Request) -> bool:
+        """Whether a route that the API does not have must refuse ``request``: only when a token is
+        set (tests without one drive these routes bare) and the request does not carry it."""
+        return self.config.token is not None and not self._authorized(request)
 
     def routes(self) -> list[Route]:
         """The routing table; the catch-all comes last."""
@@ -360,6 +380,37 @@ def _report(quota: Quota, response: Response) -> None:
         return
     for name, value in quota.headers().items():
         shown.headers.setdefault(name, value)
+
+
+async def read_capped(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None as soon as it is known to exceed ``limit`` bytes: from its
+    ``Content-Length`` before reading anything, else once the chunks read so far pass the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the handlers the body already read, then the connection's own events
+    (a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 async def _json_object(request: Request) -> dict[str, Any] | None:

@@ -37,7 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--predict-seconds", type=float, default=defaults.predict_seconds, help="time spent 'processing'"
     )
-    parser.add_argument("--token", default=None, help="the only bearer token to accept (default: any)")
+    parser.add_argument(
+        "--token", default=None, help="the only bearer token accepted, on all but /files (default: any)"
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=defaults.max_body_bytes,
+        help="larger request bodies are answered 413 (default: %(default)s)",
+    )
     parser.add_argument(
         "--fail-marker", default=DEFAULT_FAIL_MARKER, help="input text that makes a prediction fail"
     )

@@ -34,7 +34,11 @@ class SandboxConfig:
         port: TCP port; 0 picks a free one.
         queue_seconds: how long a prediction stays ``starting``.
         predict_seconds: how long it then stays ``processing`` (at least until its files exist).
-        token: when set, the only bearer token accepted; otherwise any non-empty token is.
+        token: when set, the only bearer token accepted, on every route but ``/files`` (whose URLs,
+            like the API's file host, take no token); otherwise any non-empty token is, and the
+            ``/sandbox`` routes take none.
+        max_body_bytes: a request body larger than this is answered 413 without being read (the API's
+            own limit is far lower; 20 MB leaves room for data: URIs of large input images).
         fail_marker: a prediction whose input contains this text in any string ends ``failed``.
         sync_final_status: the status a ``Prefer: wait`` response reports for a prediction that
             finished in time. The real API was recorded answering ``processing`` (with the full
@@ -94,6 +98,7 @@ class SandboxConfig:
     queue_seconds: float = 0.5
     predict_seconds: float = 2.0
     token: str | None = None
+    max_body_bytes: int = 20 * 1024 * 1024
     fail_marker: str = DEFAULT_FAIL_MARKER
     sync_final_status: SyncFinalStatus = "processing"
     data_uri_outputs: bool = False
@@ -128,6 +133,8 @@ class SandboxConfig:
             raise ValueError("workers must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, not {self.port}")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be at least 1, not {self.max_body_bytes}")
         if self.file_ttl < 0:
             raise ValueError(f"file_ttl must not be negative, not {self.file_ttl}")
         self._check_faults()

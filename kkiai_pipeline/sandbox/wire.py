@@ -183,6 +183,11 @@ def throttled(retry_after: int) -> dict[str, Any]:
     return problem(429, detail, retry_after=retry_after)
 
 
+def too_large(limit: int) -> dict[str, Any]:
+    """The 413 of a request body over the sandbox's ``max_body_bytes``."""
+    return problem(413, f"The request body is larger than {limit} bytes.", title="Payload too large")
+
+
 def server_error(status: int) -> dict[str, Any]:
     """A 5xx problem+json body, as the API itself answers one."""
     titles = {500: "Internal Server Error", 503: "Service Unavailable"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import socket
@@ -226,3 +227,93 @@ def test_many_concurrent_prefer_waits(start_sandbox: Callable[..., Sandbox]) -> 
     bodies = asyncio.run(create_all())
     assert {(b["status"], len(b["output"])) for b in bodies} == {("processing", 1)}
     assert sandbox.stats()["predictions"]["succeeded"] == count
+
+
+# -- request bodies are capped; a token set guards every route -------------------------------------------
+
+
+def _raw_exchange(sandbox: Sandbox, head: bytes, body_parts: list[bytes]) -> bytes:
+    """Send ``head`` and ``body_parts`` on a bare socket, then read the answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", sandbox.port), timeout=10) as conn:
+        conn.sendall(head)
+        for part in body_parts:
+            conn.sendall(part)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def _create_head(extra: str) -> bytes:
+    lines = ["POST /replicate/v1/predictions HTTP/1.1", "Host: x", "Authorization: Bearer test-token"]
+    return ("\r\n".join([*lines, "Content-Type: application/json", extra, "", ""])).encode()
+
+
+def test_a_body_declared_too_large_is_answered_413_without_reading_it(
+    start_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = start_sandbox(max_body_bytes=1000)
+    # 10 GB announced, 100 bytes sent: the answer comes (and the connection closes) without the rest.
+    answer = _raw_exchange(sandbox, _create_head("Content-Length: 10000000000"), [b"{" * 100])
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert b"connection: close" in head.lower()
+    assert json.loads(body) == {
+        "title": "Payload too large",
+        "detail": "The request body is larger than 1000 bytes.",
+        "status": 413,
+    }
+    assert sandbox.stats()["predictions"]["total"] == 0
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_cap(start_sandbox: Callable[..., Sandbox]) -> None:
+    sandbox = start_sandbox(max_body_bytes=1000)
+    chunk = b"320\r\n" + b" " * 800 + b"\r\n"  # 800 bytes; the terminating chunk is never sent
+    answer = _raw_exchange(sandbox, _create_head("Transfer-Encoding: chunked"), [chunk, chunk])
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert sandbox.stats()["predictions"]["total"] == 0
+
+
+def test_a_body_up_to_the_cap_is_served(start_sandbox: Callable[..., Sandbox]) -> None:
+    body = json.dumps({"version": SD, "input": TINY}).encode()
+    sandbox = start_sandbox(max_body_bytes=len(body), queue_seconds=0.0, predict_seconds=0.01)
+    with httpx.Client(base_url=sandbox.base_url, headers=AUTH, trust_env=False, timeout=30) as client:
+        assert client.post("/predictions", content=body).status_code == 201
+        assert client.post("/predictions", content=body + b" ").status_code == 413
+    assert SandboxConfig().max_body_bytes == 20 * 1024 * 1024
+
+
+def test_a_token_set_guards_every_route_but_files(start_sandbox: Callable[..., Sandbox]) -> None:
+    sandbox = start_sandbox(token="s3cret-token", queue_seconds=0.0, predict_seconds=0.01)
+    good = {"Authorization": "Bearer s3cret-token"}
+    root = sandbox.root_url
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        for method, url in [
+            ("POST", root + "/sandbox/reset"),
+            ("GET", root + "/sandbox/stats"),
+            ("GET", sandbox.base_url + "/predictions"),
+            ("GET", root + "/anything"),
+        ]:
+            assert client.request(method, url).status_code == 401, url
+            assert client.request(method, url, headers=AUTH).status_code == 401, url  # a wrong token
+        assert client.post(root + "/sandbox/reset", headers=good).status_code == 200
+        assert client.get(root + "/sandbox/stats", headers=good).status_code == 200
+        assert client.get(root + "/anything", headers=good).status_code == 404
+        created = client.post(
+            sandbox.base_url + "/predictions",
+            json={"version": SD, "input": TINY},
+            headers={**good, "Prefer": "wait=30"},
+        ).json()
+        [url] = created["output"]
+        assert client.get(url).status_code == 200  # output files take no token, like the API's file host
+
+
+def test_without_a_token_set_the_sandbox_routes_take_none(start_sandbox: Callable[..., Sandbox]) -> None:
+    sandbox = start_sandbox()
+    assert httpx.post(sandbox.root_url + "/sandbox/reset", trust_env=False).status_code == 200
+
+
+def test_the_body_cap_is_a_cli_option_and_must_be_positive() -> None:
+    assert config_from(build_parser().parse_args(["--max-body-bytes=5"])) == SandboxConfig(max_body_bytes=5)
+    with pytest.raises(ValueError, match="max_body_bytes must be at least 1, not 0"):
+        SandboxConfig(max_body_bytes=0)
