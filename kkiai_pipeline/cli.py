@@ -27,7 +27,7 @@ from .orchestrator import Job, Orchestrator, prepare
 from .paths import shipped_dir
 from .pipeline import Pipeline, parse_pipeline, read_pipeline_file
 from .rundir import RunRecord
-from .settings import check_command_line, load_settings, refuse
+from .settings import check_command_line, check_pipeline_values, load_settings, refuse
 from .sweep import Sweep, note_error, runs_deferred
 from .terminal import ProgressBar, summary
 
@@ -130,6 +130,7 @@ def run_job(cfg: DictConfig, *, orchestrator: Orchestrator, sweep: Sweep) -> int
     try:
         settings = load_settings(cfg, environ=os.environ, run_dir=run_dir)
         pipeline = load_pipeline(cfg, name=str(hydra_cfg.runtime.choices.get("pipeline")))
+        check_pipeline_values(cfg.get("pipeline"), token_env=settings.api.token_env)  # each job's own
         if settings.dry_run:
             print(dry_run(pipeline, settings))
             return 0

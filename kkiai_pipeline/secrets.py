@@ -144,3 +144,16 @@ def install_filter(logger: logging.Logger | None = None) -> None:
     for handler in (logger or logging.getLogger()).handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+
+
+def refuse_in_body(input: Mapping[str, Any]) -> None:
+    """Raise StepInputError if ``input`` holds the API token's value: the last check before a create,
+    for values computed at run time (the pipeline's static values were refused at planning)."""
+    from .errors import StepInputError  # errors masks with this module: import late
+
+    where = find(dict(input))
+    if where is not None:
+        raise StepInputError(
+            f"input.{'.'.join(where)} holds the API token's value: refused before sending (no prediction "
+            "made); the token belongs only in the environment"
+        )

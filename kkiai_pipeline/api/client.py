@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from .. import secrets
-from ..errors import ApiError, ConfigError, DeadlineExceeded, KkiaiError, StepInputError
+from ..errors import ApiError, ConfigError, DeadlineExceeded, KkiaiError
 from .errors import ambiguous_create, error_from_exception, error_from_response, json_or_none, response_reason
 from .prediction import Prediction, parse_prediction, parse_timestamp
 from .ratelimit import RateLimits, shared_limits
@@ -216,7 +216,7 @@ class PredictionsClient:
         prediction with an id is ambiguous: the prediction may exist. An input holding the API token's
         value is refused (StepInputError) before anything is sent: the token goes only in the header.
         """
-        refuse_secret_input(input)
+        secrets.refuse_in_body(input)
         wait = min(self.options.wait_seconds, MAX_WAIT_SECONDS)
         headers = {"Prefer": f"wait={wait}"} if wait > 0 else {}
         if cancel_after is not None:
@@ -450,17 +450,6 @@ class PredictionsClient:
             self.stats.rate_limit_waits += 1
             self.stats.rate_limit_wait_seconds += wait
             await self._sleep(wait)
-
-
-def refuse_secret_input(input: Mapping[str, Any]) -> None:
-    """Raise StepInputError if ``input`` holds the API token's value: the last check before a create,
-    for values computed at run time (the pipeline's static values were refused at planning)."""
-    where = secrets.find(dict(input))
-    if where is not None:
-        raise StepInputError(
-            f"input.{'.'.join(where)} holds the API token's value: refused before sending (no prediction "
-            "made); the token belongs only in the environment"
-        )
 
 
 def warn_long_wait(request: httpx.Request, delay: float) -> None:

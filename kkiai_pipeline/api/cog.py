@@ -65,6 +65,7 @@ from typing import Any
 import httpx
 
 from ..errors import ApiError, ConfigError, DeadlineExceeded, KkiaiError, TransportError, ValidationFailed
+from ..secrets import refuse_in_body
 from .backend import OnSend, Update
 from .client import ClientStats
 from .prediction import Prediction, parse_prediction
@@ -233,6 +234,7 @@ class CogClient:
         the prediction as ``starting`` with the id we chose. ``cancel_after`` is ignored: Cog has no
         server-side deadline.
         """
+        refuse_in_body(input)
         model = version.partition(":")[0]
         server = self._server_for(model)
         await self._start_receiver()
