@@ -362,6 +362,7 @@ def _fields_of(
     stand_ins = _STAND_INS.get(cls, {}) if stand_ins is None else stand_ins
     hints = _hints(cls)
     values: dict[str, Any] = {}
+    whole = True
     for f in fields(cls):
         if f.name not in hints:
             continue
@@ -376,8 +377,8 @@ def _fields_of(
         elif f.name in stand_ins:
             values[f.name] = stand_ins[f.name]()
         elif f.default is MISSING and f.default_factory is MISSING:
-            return _BAD
-    return values
+            whole = False
+    return values if whole else _BAD
 
 
 def _value(raw: Any, hint: Any, where: str, problems: list[str]) -> Any:
