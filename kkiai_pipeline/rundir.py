@@ -238,16 +238,11 @@ _V1_CACHE: dict[str, Obtained] = {"hit": "reused", "stored": "created"}
 #: Read in place of a value that is missing or of the wrong type: where the dataclass has no default,
 #: or one that would invent a value (a new run id, the time of reading).
 _STAND_INS: dict[type, dict[str, Callable[[], Any]]] = {
+    RunRecord: {"pipeline": str, "api": dict, "steps": dict, "run_id": str, "started_at": str},
     StepRecord: {"model": str, "version": str},
 }
-_RUN_STAND_INS: dict[str, Callable[[], Any]] = {
-    "pipeline": str,
-    "api": dict,
-    "steps": dict,
-    "run_id": str,
-    "started_at": str,
-}
-_RUN_REQUIRED = frozenset({"pipeline", "api", "steps", "status", "started_at"})
+#: Fields with a default that a file must still hold (besides those without a default).
+_REQUIRED: dict[type, frozenset[str]] = {RunRecord: frozenset({"status", "started_at"})}
 _BAD: Any = object()  # a value that is not what its field's type says (the problem is noted)
 
 
@@ -327,14 +322,7 @@ def _run_from_json(run_dir: Path, raw: dict[str, Any], problems: list[str]) -> R
     if isinstance(steps, dict):
         steps = dict(steps)
         _replay(steps, run_dir / JOURNAL)
-    values = _fields_of(
-        RunRecord,
-        {**raw, "steps": steps} if "steps" in raw else raw,
-        "",
-        problems,
-        required=_RUN_REQUIRED,
-        stand_ins=_RUN_STAND_INS,
-    )
+    values = _fields_of(RunRecord, {**raw, "steps": steps} if "steps" in raw else raw, "", problems)
     if version is None:  # a v1 file: what it called "cache", v2 calls "obtained"
         _upgrade_v1(values["steps"], raw.get("steps"))
     return RunRecord(run_dir=run_dir, **values)
@@ -348,18 +336,10 @@ def _upgrade_v1(steps: dict[str, StepRecord], raw_steps: Any) -> None:
             step.obtained = _V1_CACHE[cache]
 
 
-def _fields_of(
-    cls: type,
-    raw: Mapping[str, Any],
-    where: str,
-    problems: list[str],
-    *,
-    required: frozenset[str] = frozenset(),
-    stand_ins: Mapping[str, Callable[[], Any]] | None = None,
-) -> Any:
+def _fields_of(cls: type, raw: Mapping[str, Any], where: str, problems: list[str]) -> Any:
     """The keyword arguments of ``cls`` read from ``raw``, as its fields' types say; ``_BAD`` if a
     field without a default or a stand-in is missing or wrong."""
-    stand_ins = _STAND_INS.get(cls, {}) if stand_ins is None else stand_ins
+    stand_ins, required = _STAND_INS.get(cls, {}), _REQUIRED.get(cls, frozenset())
     hints = _hints(cls)
     values: dict[str, Any] = {}
     whole = True
