@@ -27,10 +27,13 @@ import os
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
-from typing import IO, Any, Literal
+from types import UnionType
+from typing import IO, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .artifacts import Artifact
 from .errors import StateError
@@ -92,11 +95,16 @@ class StepRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepRecord:
-        """A StepRecord from its run.json form (items and outputs included); unknown keys are ignored."""
-        known = {f.name for f in fields(cls)} - {"outputs", "items"}
-        outputs = [Artifact(**a) for a in data.get("outputs", [])]
-        items = [cls.from_json(i) for i in data.get("items", [])]
-        return cls(**{k: v for k, v in data.items() if k in known}, outputs=outputs, items=items)
+        """A StepRecord from its run.json form (items and outputs included); unknown keys are ignored.
+
+        Raises ValueError if a value is missing or of the wrong type (read as :func:`load_record` does).
+        """
+        problems: list[str] = []
+        step = _value(data, cls, "step", problems)
+        if problems:
+            raise ValueError("; ".join(problems))
+        assert isinstance(step, cls)
+        return step
 
     def _move(self, status: StepStatus) -> None:
         if status not in _MOVES.get(self.status, frozenset()):
@@ -152,6 +160,12 @@ class RunRecord:
     _snapshot_at: float = field(default=0.0, repr=False, compare=False)
     _snapshot_every: float = field(default=SNAPSHOT_INTERVAL, repr=False, compare=False)
 
+    @property
+    def seconds(self) -> float | None:
+        """How long the run (or its last resume) took, if it finished."""
+        start, end = _epoch(self.started_at), _epoch(self.finished_at)
+        return round(end - start, 3) if start is not None and end is not None else None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
@@ -168,9 +182,11 @@ class RunRecord:
         }
 
     def start(self) -> None:
-        """The run (or its resume) begins: running, written out."""
+        """The run (or its resume) begins: running, written out; an earlier attempt's journal (already
+        read into what this run resumes) goes, so a crash now replays only this attempt's changes."""
         self.status, self.started_at, self.finished_at = "running", utc_now(), None
         self.save()
+        (self.run_dir / JOURNAL).unlink(missing_ok=True)
 
     def finish(self, *, interrupted: bool) -> None:
         """The run ends: its status follows from its steps (canceled if interrupted); run.json is final."""
@@ -216,48 +232,223 @@ class RunRecord:
         (self.run_dir / JOURNAL).unlink(missing_ok=True)
 
 
-def load_record(run_dir: Path) -> RunRecord:
-    """The run in ``run_dir`` (for resuming): run.json with the journal replayed over it.
+# Reading run.json back. One reader, driven by the dataclasses above, serves resuming (strict:
+# load_record) and the reports and sweep summaries (tolerant: read_record), which are also made for
+# runs that crashed, never started, or were written by another version.
 
-    Raises OSError/ValueError if run.json is unreadable; a torn last journal line is ignored.
+_SHOWN_PROBLEMS = 5
+#: v1 files (without schema_version) said in ``cache`` how a result was got: "hit" or "stored".
+_V1_CACHE: dict[str, Obtained] = {"hit": "reused", "stored": "created"}
+#: Read in place of a value that is missing or of the wrong type: where the dataclass has no default,
+#: or one that would invent a value (a new run id, the time of reading).
+_STAND_INS: dict[type, dict[str, Callable[[], Any]]] = {
+    RunRecord: {"pipeline": str, "api": dict, "steps": dict, "run_id": str, "started_at": str},
+    StepRecord: {"model": str, "version": str},
+}
+#: Fields with a default that a file must still hold (besides those without a default).
+_REQUIRED: dict[type, frozenset[str]] = {RunRecord: frozenset({"status", "started_at"})}
+_BAD: Any = object()  # a value that is not what its field's type says (the problem is noted)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What :func:`read_record` found in a run directory.
+
+    ``record`` is None when run.json is missing or cannot be read at all, and ``problems`` says why.
+    Otherwise each value that was missing or of the wrong type was replaced (by its default, an empty
+    text or an empty list) and ``problems`` names it; unknown keys are ignored without a word.
     """
-    raw = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
-    latest = dict(raw["steps"])
-    _replay(latest, run_dir / JOURNAL)
-    steps = {sid: StepRecord.from_json(step) for sid, step in latest.items()}
-    return RunRecord(
-        run_dir=run_dir,
-        run_id=str(raw.get("run_id") or uuid.uuid4().hex),
-        pipeline=raw["pipeline"],
-        api=raw["api"],
-        steps=steps,
-        source=raw.get("source"),
-        seed=raw.get("seed"),
-        status=raw["status"],
-        started_at=raw["started_at"],
-        finished_at=raw.get("finished_at"),
-        traffic=raw.get("traffic") or {},
-    )
+
+    run_dir: Path
+    record: RunRecord | None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def problem(self) -> str | None:
+        """The problems in one line (the first few), or None if there are none."""
+        if not self.problems:
+            return None
+        shown = "; ".join(self.problems[:_SHOWN_PROBLEMS])
+        more = len(self.problems) - _SHOWN_PROBLEMS
+        return shown + (f" (and {more} more)" if more > 0 else "")
 
 
-def _replay(steps: dict[str, dict[str, Any]], path: Path) -> None:
-    """Apply the journal's entries, in order, to the steps read from run.json."""
+def read_record(run_dir: Path) -> Reading:
+    """The run in ``run_dir`` as far as it can be read: run.json with the journal replayed over it.
+
+    Never raises (beyond MemoryError and the like): a report or a sweep summary is made for any run
+    directory, whatever it holds.
+    """
+    try:
+        raw = _read_manifest(run_dir)
+    except FileNotFoundError:
+        return Reading(run_dir, None, ("no run.json (the run did not start)",))
+    except (OSError, ValueError, RecursionError) as exc:  # decoding and JSON errors are ValueErrors
+        return Reading(run_dir, None, (f"run.json could not be read: {exc}",))
+    if not isinstance(raw, dict):
+        return Reading(run_dir, None, ("run.json does not hold an object",))
+    problems: list[str] = []
+    try:
+        record = _run_from_json(run_dir, raw, problems)
+    except RecursionError:  # items nested hundreds deep: not a file this program wrote
+        return Reading(run_dir, None, ("run.json is nested too deeply to read",))
+    return Reading(run_dir, record, tuple(problems))
+
+
+def load_record(run_dir: Path) -> RunRecord:
+    """The run in ``run_dir``, to resume it: as :func:`read_record`, but strict.
+
+    Raises OSError if run.json cannot be read, ValueError if it is not JSON, or if any value in it is
+    missing or of the wrong type (the message names them); a torn last journal line is ignored.
+    """
+    raw = _read_manifest(run_dir)
+    if not isinstance(raw, dict):
+        raise ValueError("run.json does not hold an object")
+    problems: list[str] = []
+    record = _run_from_json(run_dir, raw, problems)
+    if problems:
+        raise ValueError(f"run.json: {Reading(run_dir, None, tuple(problems)).problem}")
+    record.run_id = record.run_id or uuid.uuid4().hex  # a file older than run ids
+    return record
+
+
+def _read_manifest(run_dir: Path) -> Any:
+    return json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+
+
+def _run_from_json(run_dir: Path, raw: dict[str, Any], problems: list[str]) -> RunRecord:
+    version = raw.get("schema_version")
+    if version is not None and not (_is_int(version) and 1 <= version <= SCHEMA_VERSION):
+        problems.append(
+            f"schema_version: {version!r:.40} is not one this version reads (1 to {SCHEMA_VERSION})"
+        )
+    steps = raw.get("steps")
+    if isinstance(steps, dict):
+        steps = dict(steps)
+        _replay(steps, run_dir / JOURNAL)
+    values = _fields_of(RunRecord, {**raw, "steps": steps} if "steps" in raw else raw, "", problems)
+    if version is None:  # a v1 file: what it called "cache", v2 calls "obtained"
+        _upgrade_v1(values["steps"], raw.get("steps"))
+    return RunRecord(run_dir=run_dir, **values)
+
+
+def _upgrade_v1(steps: dict[str, StepRecord], raw_steps: Any) -> None:
+    for sid, step in steps.items():
+        raw = raw_steps.get(sid) if isinstance(raw_steps, dict) else None
+        cache = raw.get("cache") if isinstance(raw, dict) else None
+        if step.obtained is None and isinstance(cache, str) and cache in _V1_CACHE:
+            step.obtained = _V1_CACHE[cache]
+
+
+def _fields_of(cls: type, raw: Mapping[str, Any], where: str, problems: list[str]) -> Any:
+    """The keyword arguments of ``cls`` read from ``raw``, as its fields' types say; ``_BAD`` if a
+    field without a default or a stand-in is missing or wrong."""
+    stand_ins, required = _STAND_INS.get(cls, {}), _REQUIRED.get(cls, frozenset())
+    hints = _hints(cls)
+    values: dict[str, Any] = {}
+    whole = True
+    for f in fields(cls):
+        if f.name not in hints:
+            continue
+        needed = f.name in required or (f.default is MISSING and f.default_factory is MISSING)
+        value = _BAD
+        if f.name in raw:
+            value = _value(raw[f.name], hints[f.name], where + f.name, problems)
+        elif needed:
+            problems.append(f"{where}{f.name}: missing")
+        if value is not _BAD:
+            values[f.name] = value
+        elif f.name in stand_ins:
+            values[f.name] = stand_ins[f.name]()
+        elif f.default is MISSING and f.default_factory is MISSING:
+            whole = False
+    return values if whole else _BAD
+
+
+def _value(raw: Any, hint: Any, where: str, problems: list[str]) -> Any:
+    """``raw`` if it is what ``hint`` says (containers rebuilt without their bad members), else
+    ``_BAD`` with the problem noted."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return raw
+    if origin in (Union, UnionType):  # only ``X | None`` is used
+        inner = next(a for a in args if a is not type(None))
+        return None if raw is None else _value(raw, inner, where, problems)
+    if origin is list and isinstance(raw, list):
+        listed = [_value(v, args[0], f"{where}[{i}]", problems) for i, v in enumerate(raw)]
+        return [v for v in listed if v is not _BAD]
+    if origin is dict and isinstance(raw, dict):
+        if args[1] is Any:
+            return raw
+        mapped = {k: _value(v, args[1], f"{where}.{k}", problems) for k, v in raw.items()}
+        return {k: v for k, v in mapped.items() if v is not _BAD}
+    if isinstance(hint, type) and is_dataclass(hint) and isinstance(raw, dict):
+        values = _fields_of(hint, raw, where + ".", problems)
+        return _BAD if values is _BAD else hint(**values)
+    if _is_a(raw, hint, origin, args):
+        return raw
+    problems.append(f"{where}: {raw!r:.60} is not {_describe(hint, origin, args)}")
+    return _BAD
+
+
+def _is_a(raw: Any, hint: Any, origin: Any, args: tuple[Any, ...]) -> bool:
+    if origin is Literal:
+        return isinstance(raw, str) and raw in args
+    if hint is int:
+        return _is_int(raw)
+    return isinstance(hint, type) and origin is None and not is_dataclass(hint) and isinstance(raw, hint)
+
+
+def _describe(hint: Any, origin: Any, args: tuple[Any, ...]) -> str:
+    if origin is Literal:
+        return "one of " + ", ".join(args)
+    if origin is list:
+        return "a list"
+    if origin is dict or is_dataclass(hint):
+        return "an object"
+    return {str: "a text", int: "an integer"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The types of the fields that run.json holds (not the run directory, not private state)."""
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls) if f.init and f.name != "run_dir" and f.name[0] != "_"}
+
+
+def _replay(steps: dict[str, Any], path: Path) -> None:
+    """Apply the journal's entries, in order, to the steps read from run.json.
+
+    Lines that are not whole entries (the one a crash cut short, or damage) are passed over, and so is
+    an entry for an item the journal never listed (items are journaled with their step first).
+    """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return
+    except (OSError, ValueError):
+        return  # an unreadable journal: run.json alone is the best account there is
     for line in lines:
         try:
             entry = json.loads(line)
         except ValueError:
-            continue  # the line a crash cut short
-        if "item" not in entry:
-            steps[entry["step"]] = entry["record"]
             continue
-        items = steps.setdefault(entry["step"], {}).setdefault("items", [])
-        index = int(entry["item"])
-        items.extend({} for _ in range(index + 1 - len(items)))
-        items[index] = entry["record"]
+        if not (isinstance(entry, dict) and isinstance(entry.get("step"), str)):
+            continue
+        record, item = entry.get("record"), entry.get("item")
+        if not isinstance(record, dict):
+            continue
+        if item is None:
+            steps[entry["step"]] = record
+            continue
+        step = steps.get(entry["step"])
+        items = step.get("items") if isinstance(step, dict) else None
+        if isinstance(items, list) and _is_int(item) and 0 <= item < len(items):
+            items[item] = record
 
 
 def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> None:

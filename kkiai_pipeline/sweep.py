@@ -33,9 +33,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .api.prediction import parse_timestamp
 from .orchestrator import CURRENT_JOB, Job, Orchestrator
-from .rundir import MANIFEST, write_json_atomic
+from .rundir import read_record, write_json_atomic
 from .terminal import ProgressBar
 
 log = logging.getLogger(__name__)
@@ -212,22 +211,20 @@ def _job_summary(
         "duration_s": None,
         "outputs": [],
     }
-    try:
-        manifest = json.loads((job_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    run = read_record(job_dir).record
+    if run is None:
         return summary
-    start, end = parse_timestamp(manifest.get("started_at")), parse_timestamp(manifest.get("finished_at"))
-    failed = [f"{sid}: {s.get('error')}" for sid, s in manifest.get("steps", {}).items() if s.get("error")]
+    failed = [f"{sid}: {step.error}" for sid, step in run.steps.items() if step.error]
     summary.update(
-        status=manifest.get("status"),
+        status=run.status,
         error=error or ("; ".join(failed) if failed else None),
-        started_at=manifest.get("started_at"),
-        finished_at=manifest.get("finished_at"),
-        duration_s=round((end - start).total_seconds(), 3) if start and end else None,
+        started_at=run.started_at or None,
+        finished_at=run.finished_at,
+        duration_s=run.seconds,
         outputs=[
-            (job_dir / o["path"]).relative_to(sweep_dir).as_posix()
-            for step in manifest.get("steps", {}).values()
-            for o in step.get("outputs", [])
+            (job_dir / out.path).relative_to(sweep_dir).as_posix()
+            for step in run.steps.values()
+            for out in step.outputs
         ],
     )
     return summary

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .html import BAD_STATUSES, output_file
-from .runfile import MediaKind, RunView, StepView, read_run
+from ..rundir import RunRecord, StepRecord, read_record
+from .html import BAD_STATUSES, MediaKind, kind_of, output_file
 from .sweep import Job
 
 _NOTE_CHARS = 160
@@ -16,9 +16,10 @@ _NOTE_CHARS = 160
 class Cell:
     """The picture of one job: ``file`` is set only when the output exists on disk.
 
-    ``bad`` marks a cell whose job or step did not work (no run, failed, canceled, skipped, unfinished),
-    and ``headline`` says so in one word (``failed``, ``canceled``, ``aborted``: a skipped step takes the
-    word of the step that made it skip); ``note`` says why in a line, or what else is worth knowing.
+    ``bad`` marks a cell whose job or step did not work (no run, failed, canceled, unresolved, skipped,
+    unfinished), and ``headline`` says so in one word (``failed``, ``canceled``, ``aborted``,
+    ``unresolved``: a skipped step takes the word of the step that made it skip); ``note`` says why
+    in a line, or what else is worth knowing.
     """
 
     job: str
@@ -34,17 +35,18 @@ class Cell:
 
 def cell_for(job: Job, step: str | None) -> Cell:
     """The cell of ``job``: its ``step``'s first output (``None``: the job's last step)."""
-    run = read_run(job.path)
-    if run.problem:
-        return Cell(job.name, step or "", "no run", bad=True, note=_clip(run.problem))
+    reading = read_record(job.path)
+    run = reading.record
+    if run is None:
+        return Cell(job.name, step or "", "no run", bad=True, note=_clip(reading.problem or ""))
     sid = step if step is not None else (list(run.steps)[-1] if run.steps else "")
     found = run.steps.get(sid)
     if found is None:
         why = f"no step {sid!r} in run.json" if sid else "run.json has no steps"
         return Cell(job.name, sid, run.status, bad=run.status in BAD_STATUSES or bool(sid), note=why)
     if found.status != "succeeded":
-        cause = _cause(run, found)
-        note = f"{cause.id} {cause.status}: {cause.error or ''}" if cause is not found else found.error
+        cause_id, cause = _cause(run, sid, found)
+        note = f"{cause_id} {cause.status}: {cause.error or ''}" if cause is not found else found.error
         headline = cause.status if cause.status in BAD_STATUSES else "failed"
         return Cell(job.name, sid, found.status, True, _clip(note or found.status), headline=headline)
     note = f"run {run.status}" if run.status in BAD_STATUSES else ""
@@ -54,16 +56,16 @@ def cell_for(job: Job, step: str | None) -> Cell:
     file = output_file(job.path, first.path)
     if not file.is_file():
         return Cell(job.name, sid, found.status, bad=False, note=f"missing file {first.path}")
-    return Cell(job.name, sid, found.status, False, note, file, first.kind, first.content_type)
+    return Cell(job.name, sid, found.status, False, note, file, kind_of(first), first.content_type)
 
 
-def _cause(run: RunView, step: StepView) -> StepView:
+def _cause(run: RunRecord, sid: str, step: StepRecord) -> tuple[str, StepRecord]:
     """A skipped step's error only names its dependency: the first step that ended badly says more."""
     if step.status == "skipped":
-        for other in run.steps.values():
+        for other_id, other in run.steps.items():
             if other.status in BAD_STATUSES:
-                return other
-    return step
+                return other_id, other
+    return sid, step
 
 
 def _clip(text: str) -> str:

@@ -12,19 +12,21 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
 from urllib.parse import quote
 
-from ..artifacts import describe_url
+from ..artifacts import Artifact, describe_url
 from ..secrets import redact
-from .runfile import MediaKind
+
+MediaKind = Literal["image", "video", "other"]
 
 #: Status -> (fill, stroke) for badges, DAG nodes and grid cells.
 STATUS_COLORS: Mapping[str, tuple[str, str]] = {
     "succeeded": ("#dafbe1", "#1a7f37"),
     "failed": ("#ffebe9", "#cf222e"),
     "aborted": ("#ffebe9", "#cf222e"),
+    "unresolved": ("#ffebe9", "#cf222e"),
     "canceled": ("#fff1e5", "#bc4c00"),
     "skipped": ("#eaeef2", "#6e7781"),
     "running": ("#ddf4ff", "#0969da"),
@@ -32,7 +34,12 @@ STATUS_COLORS: Mapping[str, tuple[str, str]] = {
 }
 _UNKNOWN_COLORS = ("#f6f8fa", "#57606a")
 #: Statuses that make a step, a cell or a run stand out as not having worked.
-BAD_STATUSES = frozenset({"failed", "aborted", "canceled"})
+BAD_STATUSES = frozenset({"failed", "aborted", "canceled", "unresolved"})
+
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/avif", "image/bmp")
+_VIDEO_TYPES = ("video/mp4", "video/webm", "video/ogg", "video/quicktime")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".avif", ".bmp")
+_VIDEO_SUFFIXES = (".mp4", ".webm", ".ogv", ".mov", ".m4v")
 
 _CSS = """
 *{box-sizing:border-box}
@@ -83,6 +90,26 @@ def badge(status: str) -> str:
     """A small coloured label for a status."""
     fill, stroke = STATUS_COLORS.get(status, _UNKNOWN_COLORS)
     return f'<span class="badge" style="background:{fill};color:{stroke}">{esc(status)}</span>'
+
+
+def media_kind(content_type: str, path: str) -> MediaKind:
+    """Classify an output by its content type, falling back on the file name's suffix."""
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype in _IMAGE_TYPES:
+        return "image"
+    if ctype in _VIDEO_TYPES:
+        return "video"
+    suffix = PurePosixPath(path).suffix.lower()
+    if suffix in _IMAGE_SUFFIXES:
+        return "image"
+    if suffix in _VIDEO_SUFFIXES:
+        return "video"
+    return "other"
+
+
+def kind_of(output: Artifact) -> MediaKind:
+    """Whether a browser shows a stored output as an image, plays it as a video, or neither."""
+    return media_kind(output.content_type, output.path)
 
 
 def relative_url(target: Path, base: Path) -> str:

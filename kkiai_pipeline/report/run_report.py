@@ -3,7 +3,8 @@
 It is made from run.json alone (and the files beside it), so it can be written for any run that left a
 directory: one that succeeded, failed, was canceled, or crashed half way. It shows the run's summary,
 the DAG of its steps, and for each step the model, the inputs sent, the status, timings, metrics, the
-prediction id and the outputs (images, animations, videos); failed and skipped steps stand out.
+prediction id and the outputs (images, animations, videos); failed, unresolved and skipped steps
+stand out. run.json is read through :func:`kkiai_pipeline.rundir.read_record`, like every reader.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ..api.prediction import parse_timestamp
+from ..rundir import Reading, RunRecord, StepRecord, read_record
 from .dag import Node, dag_svg
 from .html import (
     BAD_STATUSES,
     badge,
     esc,
+    kind_of,
     kv_table,
     media,
     output_file,
@@ -28,7 +31,6 @@ from .html import (
     short_value,
     write_text_atomic,
 )
-from .runfile import RunView, StepView, read_run
 
 REPORT = "report.html"
 
@@ -39,35 +41,42 @@ def write_run_report(run_dir: Path) -> Path:
     Odd contents (no run.json, missing fields, missing output files) give a page that says so; only a
     failure to write the file itself raises (``OSError``).
     """
-    run = read_run(run_dir)
     target = run_dir / REPORT
-    write_text_atomic(target, render_run(run))
+    write_text_atomic(target, render_run(read_record(run_dir)))
     return target
 
 
-def render_run(run: RunView) -> str:
-    """The whole report page for ``run``."""
+def render_run(reading: Reading) -> str:
+    """The whole report page for what :func:`~kkiai_pipeline.rundir.read_record` found."""
+    run, run_dir = reading.record, reading.run_dir
+    status = run.status if run else "unknown"
+    name = (run.pipeline if run else "") or run_dir.name
+    parts = [f"<h1>{esc(name)} {badge(status)}</h1>", f'<p class="muted mono">{esc(run_dir.name)}</p>']
+    if reading.problem:
+        where = "" if run is None else "run.json: "
+        parts.append(f'<div class="error">{esc(where + reading.problem)}</div>')
+    if run is not None:
+        parts.append(_summary(run))
+        parts.extend(_steps(run))
+    return page(f"{name}: {status}", "\n".join(parts))
+
+
+def _steps(run: RunRecord) -> list[str]:
+    if not run.steps:
+        return []
     anchors = {sid: f"step-{i}" for i, sid in enumerate(run.steps)}
     known = _known_outputs(run)
-    nodes = [Node(s.id, s.depends_on, s.status, s.model, anchors[s.id]) for s in run.steps.values()]
-    parts = [
-        f"<h1>{esc(run.pipeline or run.run_dir.name)} {badge(run.status)}</h1>",
-        f'<p class="muted mono">{esc(run.run_dir.name)}</p>',
-    ]
-    if run.problem:
-        parts.append(f'<div class="error">{esc(run.problem)}</div>')
-    parts.append(_summary(run))
-    if run.steps:
-        parts.append(f'<h2>Steps</h2><div class="dag">{dag_svg(nodes)}</div>')
-        parts.extend(_step(run.run_dir, step, anchors[step.id], known) for step in run.steps.values())
-    title = f"{run.pipeline or run.run_dir.name}: {run.status}"
-    return page(title, "\n".join(parts))
+    nodes = [Node(sid, s.depends_on, s.status, s.model, anchors[sid]) for sid, s in run.steps.items()]
+    parts = [f'<h2>Steps</h2><div class="dag">{dag_svg(nodes)}</div>']
+    parts += [_step(run.run_dir, sid, step, anchors[sid], known) for sid, step in run.steps.items()]
+    return parts
 
 
-def _summary(run: RunView) -> str:
+def _summary(run: RunRecord) -> str:
     counts = Counter(step.status for step in run.steps.values())
     rows = [
         ("status", badge(run.status)),
+        ("run id", f'<span class="mono">{esc(run.run_id)}</span>' if run.run_id else ""),
         ("steps", esc(", ".join(f"{n} {status}" for status, n in counts.items()) or "none")),
         ("source", esc(run.source or "")),
         ("seed", esc("not set" if run.seed is None else short_value(run.seed))),
@@ -79,11 +88,10 @@ def _summary(run: RunView) -> str:
     return kv_table([(k, v) for k, v in rows if v])
 
 
-def _step(run_dir: Path, step: StepView, anchor: str, known: Mapping[str, str]) -> str:
+def _step(run_dir: Path, sid: str, step: StepRecord, anchor: str, known: Mapping[str, str]) -> str:
     css = "step bad" if step.status in BAD_STATUSES else f"step {esc(step.status)}"
     head = (
-        f"<header><h3>{esc(step.id)}</h3>{badge(step.status)}"
-        f'<span class="mono">{esc(step.model)}</span></header>'
+        f'<header><h3>{esc(sid)}</h3>{badge(step.status)}<span class="mono">{esc(step.model)}</span></header>'
     )
     error = ""
     if step.error:
@@ -96,7 +104,7 @@ def _step(run_dir: Path, step: StepView, anchor: str, known: Mapping[str, str]) 
     return f'<section id="{anchor}" class="{css}">{head}{error}{columns}{_outputs(run_dir, step)}</section>'
 
 
-def _inputs(step: StepView, known: Mapping[str, str]) -> str:
+def _inputs(step: StepRecord, known: Mapping[str, str]) -> str:
     if step.input is None:
         return '<p class="muted">nothing was sent</p>'
     rows = []
@@ -108,12 +116,16 @@ def _inputs(step: StepView, known: Mapping[str, str]) -> str:
     return kv_table(rows) if rows else '<p class="muted">no inputs</p>'
 
 
-def _details(step: StepView) -> str:
+def _details(step: StepRecord) -> str:
     rows = [
         ("model", esc(step.model)),
         ("version", f'<span class="mono">{esc(step.version)}</span>'),
         ("prediction", f'<span class="mono">{esc(step.prediction_id)}</span>' if step.prediction_id else ""),
-        ("cache", esc(step.cache or "")),
+        ("obtained", esc(step.obtained or "")),
+        ("note", esc(step.note or "")),
+        ("key", f'<span class="mono">{esc(step.key)}</span>' if step.key else ""),
+        ("took", esc(_duration(step.started, step.ended))),
+        ("items", esc(_items(step))),
         ("created", esc(step.created_at or "")),
         ("queued", esc(_duration(step.created_at, step.started_at))),
         ("ran", esc(_duration(step.started_at, step.completed_at))),
@@ -129,13 +141,19 @@ def _attempt(attempt: Mapping[str, Any]) -> str:
     return f"{text} ({attempt['error']})" if attempt.get("error") else text
 
 
-def _outputs(run_dir: Path, step: StepView) -> str:
+def _items(step: StepRecord) -> str:
+    """A foreach step's items by status (``3 succeeded, 1 failed``)."""
+    counts = Counter(item.status for item in step.items)
+    return ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def _outputs(run_dir: Path, step: StepRecord) -> str:
     figures = []
     for out in step.outputs:
         file = output_file(run_dir, out.path)
-        size = f", {out.size:,} bytes" if out.size is not None else ""
+        size = f", {out.bytes:,} bytes"
         caption = f"{out.path} ({out.content_type or 'unknown type'}{size})"
-        shown = media(relative_url(file, run_dir), out.kind, alt=out.path, exists=file.is_file())
+        shown = media(relative_url(file, run_dir), kind_of(out), alt=out.path, exists=file.is_file())
         figures.append(f"<figure>{shown}<figcaption>{esc(caption)}</figcaption></figure>")
     if figures:
         return f'<div class="outputs">{"".join(figures)}</div>'
@@ -144,14 +162,14 @@ def _outputs(run_dir: Path, step: StepView) -> str:
     return ""
 
 
-def _known_outputs(run: RunView) -> dict[str, str]:
+def _known_outputs(run: RunRecord) -> dict[str, str]:
     """URL of each stored output -> HTML naming it, to show which input came from which step."""
     known = {}
-    for step in run.steps.values():
+    for sid, step in run.steps.items():
         for i, out in enumerate(step.outputs):
             if out.url:
                 url = esc(relative_url(output_file(run.run_dir, out.path), run.run_dir))
-                known[out.url] = f'<a href="{url}">output {i} of {esc(step.id)}</a>'
+                known[out.url] = f'<a href="{url}">output {i} of {esc(sid)}</a>'
     return known
 
 

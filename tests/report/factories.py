@@ -16,7 +16,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 from kkiai_pipeline.artifacts import Artifact
-from kkiai_pipeline.rundir import RunRecord, RunStatus, StepRecord, StepStatus
+from kkiai_pipeline.rundir import Obtained, RunRecord, RunStatus, StepRecord, StepStatus
 
 FORMATS = {
     "image/png": (".png", "PNG"),
@@ -39,6 +39,8 @@ class StepSpec:
     error: str | None = None
     animated: bool = False
     color: tuple[int, int, int] = (70, 120, 200)
+    obtained: Obtained | None = "created"
+    note: str | None = None
 
 
 def picture(path: Path, content_type: str, *, color: tuple[int, int, int], animated: bool = False) -> None:
@@ -99,8 +101,13 @@ def _record(run_dir: Path, sid: str, spec: StepSpec, write_files: bool) -> StepR
         depends_on=list(spec.depends_on),
         status=spec.status,
         input=spec.input if ran else None,
+        key=hashlib.sha256(sid.encode()).hexdigest() if ran else None,
+        obtained=spec.obtained if ran else None,
         prediction_id=f"pred-{sid}" if ran else None,
         error=spec.error,
+        note=spec.note,
+        started=TIMES[0] if ran else None,
+        ended=TIMES[2] if ran else None,
         created_at=TIMES[0] if ran else None,
         started_at=TIMES[1] if ran else None,
         completed_at=TIMES[2] if ran else None,

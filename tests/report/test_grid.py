@@ -172,3 +172,13 @@ def test_many_cells_keep_the_picture_bounded(tmp_path: Path) -> None:
     html_of(root)
     with Image.open(root / "grid.png") as image:
         assert image.width <= 13_000
+
+
+def test_an_unresolved_job_is_marked_like_a_failed_one(tmp_path: Path) -> None:
+    root = sweep(tmp_path, 1, failing={1: "unresolved"})
+    page = html_of(root)
+    assert page.count('<td class="bad">') == 1
+    assert "<strong>unresolved</strong>" in page
+    assert "generate unresolved: E1000 boom" in page
+    assert "1 failed" in page
+    assert red_pixels(root / "grid.png") > 4 * 200

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from kkiai_pipeline.report import write_run_report
+from kkiai_pipeline.rundir import read_record
 
 from .factories import StepSpec, make_run
 
@@ -187,3 +188,76 @@ def test_odd_run_json_contents_do_not_raise(tmp_path: Path) -> None:
     for text in odd:
         (run_dir / "run.json").write_text(text)
         assert write_run_report(run_dir).is_file()
+
+
+def test_how_each_result_was_obtained_and_why(tmp_path: Path) -> None:
+    run_dir = make_run(
+        tmp_path / "run",
+        {
+            "gen": StepSpec(obtained="reused", note="reused: the same input was stored by an earlier run"),
+            "cut": StepSpec(depends_on=["gen"]),
+        },
+    )
+    page = write_run_report(run_dir).read_text(encoding="utf-8")
+    assert '<tr><th>obtained</th><td class="value">reused</td></tr>' in page
+    assert '<tr><th>obtained</th><td class="value">created</td></tr>' in page
+    assert (
+        '<tr><th>note</th><td class="value">reused: the same input was stored by an earlier run</td></tr>'
+        in page
+    )
+    assert page.count("<th>note</th>") == 1  # only a step with a note shows the row
+    assert '<tr><th>took</th><td class="value">2.75 s</td></tr>' in page  # started -> ended
+    assert "<th>cache</th>" not in page
+
+
+def test_an_unresolved_step_stands_out_like_a_failure(tmp_path: Path) -> None:
+    error = "the create was sent, its answer lost: nothing is sent again until the service can tell"
+    run_dir = make_run(
+        tmp_path / "run",
+        {
+            "gen": StepSpec(status="unresolved", error=error, obtained=None),
+            "cut": StepSpec(
+                status="skipped", depends_on=["gen"], error="skipped: dependency 'gen' did not succeed"
+            ),
+        },
+        status="failed",
+    )
+    page = write_run_report(run_dir).read_text(encoding="utf-8")
+    assert '<section id="step-0" class="step bad">' in page
+    assert '<span class="badge" style="background:#ffebe9;color:#cf222e">unresolved</span>' in page
+    assert f'<div class="error">{error}</div>' in page
+    assert "1 unresolved, 1 skipped" in page
+
+
+def test_a_crashed_run_shows_the_journal_s_last_word(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", {"gen": StepSpec(status="pending", input=None, outputs=())})
+    crashed = read_record(run_dir).record
+    assert crashed is not None
+    crashed.status = "running"
+    crashed.save()
+    snapshot = (run_dir / "run.json").read_text()
+    crashed.steps["gen"].start()
+    crashed.note("gen")  # journaled at once; run.json only now and then
+    assert crashed._journal is not None
+    crashed._journal.close()  # the run "crashes" with the last snapshot saying pending
+    (run_dir / "run.json").write_text(snapshot)
+    page = write_run_report(run_dir).read_text(encoding="utf-8")
+    assert (
+        '<header><h3>gen</h3><span class="badge" style="background:#ddf4ff;color:#0969da">running</span>'
+        in page
+    )
+
+
+def test_what_was_set_aside_in_run_json_is_said(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", {"gen": StepSpec()})
+    record = json.loads((run_dir / "run.json").read_text())
+    record["steps"]["gen"]["status"] = "queued"
+    record["steps"]["gen"]["depends_on"] = "a"
+    (run_dir / "run.json").write_text(json.dumps(record))
+    page = write_run_report(run_dir).read_text(encoding="utf-8")
+    assert (
+        '<div class="error">run.json: steps.gen.depends_on: &#x27;a&#x27; is not a list; steps.gen.status: '
+        "&#x27;queued&#x27; is not one of pending, running, succeeded, failed, canceled, aborted, skipped, "
+        "unresolved</div>"
+    ) in page
+    assert "<h3>gen</h3>" in page
