@@ -6,9 +6,12 @@ import pytest
 
 from kkiai_pipeline.catalog import default_catalog
 from kkiai_pipeline.errors import PipelineError
-from kkiai_pipeline.pipeline import parse_pipeline
+from kkiai_pipeline.localfiles import LocalFiles
+from kkiai_pipeline.pipeline import parse_pipeline, read_pipeline_file
 from kkiai_pipeline.planning import Plan, plan, render_input
-from kkiai_pipeline.templating import Templates
+from kkiai_pipeline.templating import Template, TemplateProblem, Templates
+
+SHIPPED = Path(__file__).parent.parent / "pipelines"
 
 SOURCE = Path("p.yaml")
 
@@ -135,3 +138,200 @@ def test_a_long_cycle_is_reported_as_a_cycle() -> None:
         "dependency cycle: s0 → s1 → s2 → s3 → s4 → s5 → s6 → s7 → … (1985 more) … "
         "→ s1993 → s1994 → s1995 → s1996 → s1997 → s1998 → s1999 → s0"
     )
+
+
+# -- what templates hand on, checked on stand-in outputs -----------------------------------------------
+
+SDXL_2 = {"model": "stability-ai/sdxl", "input": {"prompt": "x", "num_outputs": 2}}
+CUT = "cjwbw/rembg"
+
+
+def rembg(image: str) -> dict[str, object]:
+    return {"model": CUT, "input": {"image": image}}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SHIPPED.glob("*.yaml")))
+def test_every_shipped_pipeline_plans(name: str) -> None:
+    source = SHIPPED / f"{name}.yaml"
+    pipeline = parse_pipeline(read_pipeline_file(source), source=source)
+    templates = Templates(functions=LocalFiles(SHIPPED, max_bytes=1 << 20).functions())
+    assert plan(pipeline, catalog=default_catalog(), templates=templates).steps
+
+
+def test_a_list_where_one_file_is_expected() -> None:
+    found = problems({"generate": SDXL_2, "cut": rembg("{{ steps.generate.output }}")})
+    assert found == [
+        f"{SOURCE}, step 'cut', field 'input.image': image must be a string, got a list; "
+        "steps.generate.output is a list of files (num_outputs: 2): take one with steps.generate.output[0], "
+        "or fan out over it with foreach"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("generate", "index", "why"),
+    [
+        (SDXL_2, "5", "2 files (num_outputs: 2)"),
+        (SDXL_2, "-3", "2 files (num_outputs: 2)"),
+        (
+            {"model": "stability-ai/sdxl", "input": {"prompt": "x"}},
+            "1",
+            "1 file (num_outputs: 1, the default)",
+        ),
+        (
+            {
+                "model": "stability-ai/sdxl",
+                "input": {"prompt": "x", "num_outputs": "{{ steps.other.output | length }}"},
+            },
+            "4",
+            "4 files (num_outputs is at most 4)",
+        ),
+    ],
+)
+def test_an_index_past_the_end_of_the_outputs(generate: dict[str, object], index: str, why: str) -> None:
+    template = f"{{{{ steps.generate.output[{index}] }}}}"
+    steps = {"other": SDXL_2, "generate": generate, "cut": rembg(template)}
+    assert problems(steps) == [
+        f"{SOURCE}, step 'cut', field 'input.image': steps.generate.output has {why}, "
+        f"so there is no [{index}] (in '{template}')"
+    ]
+
+
+def test_indexes_that_may_exist_pass() -> None:
+    steps = {
+        "generate": SDXL_2,
+        "a": rembg("{{ steps.generate.output[1] }}"),
+        "b": rembg("{{ steps.generate.output[-2] }}"),
+        "c": rembg("{{ steps.generate.output | last }}"),
+        "morph": {
+            "model": "andreasjansson/stable-diffusion-animation",
+            "input": {"prompt_start": "a", "prompt_end": "b"},
+        },
+        "d": rembg("{{ steps.morph.output[7] }}"),  # its length is known only at run time
+        "e": rembg("{{ steps.morph.output[-1] }}"),
+    }
+    assert [s.id for s in make_plan(steps).steps] == list(steps)
+
+
+def test_one_file_is_not_a_list() -> None:
+    found = problems(
+        {
+            "cut": rembg("https://x/y.png"),
+            "a": rembg("{{ steps.cut.output[0] }}"),
+            "b": rembg("{{ steps.cut.output | first }}"),
+            "c": {
+                "model": "stability-ai/sdxl",
+                "input": {"prompt": "x", "num_outputs": "{{ steps.cut.output }}"},
+            },
+        }
+    )
+    one_file = "steps.cut.output is one file URL (cjwbw/rembg returns a single file)"
+    assert found == [
+        f"{SOURCE}, step 'a', field 'input.image': {one_file}, not a list: use it without [0] "
+        "(in '{{ steps.cut.output[0] }}')",
+        f"{SOURCE}, step 'b', field 'input.image': {one_file}, not a list: there is nothing to loop over "
+        "(in '{{ steps.cut.output | first }}')",
+        f"{SOURCE}, step 'c', field 'input.num_outputs': num_outputs must be an integer, got the string "
+        f"'https://planning.invalid/cut/0.png'; {one_file}",
+    ]
+
+
+def test_foreach_over_what_is_not_a_list() -> None:
+    found = problems(
+        {
+            "cut": rembg("https://x/y.png"),
+            "a": {"model": CUT, "foreach": "{{ steps.cut.output }}", "input": {"image": "{{ item }}"}},
+            "b": {"model": CUT, "foreach": "{{ params.subject }}", "input": {"image": "{{ item }}"}},
+            "c": {"model": CUT, "foreach": "{{ steps.cut.output[0] }}", "input": {"image": "{{ item }}"}},
+        },
+        params={"subject": "a mug"},
+    )
+    assert found == [
+        f"{SOURCE}, step 'a', field 'foreach': foreach must give a list, but '{{{{ steps.cut.output }}}}' gives "
+        "one file URL (steps.cut.output; cjwbw/rembg returns a single file)",
+        f"{SOURCE}, step 'b', field 'foreach': foreach must give a list, but '{{{{ params.subject }}}}' gives "
+        "the string 'a mug'",
+        f"{SOURCE}, step 'c', field 'foreach': steps.cut.output is one file URL (cjwbw/rembg returns a single "
+        "file), not a list: use it without [0] (in '{{ steps.cut.output[0] }}')",
+    ]
+
+
+def test_foreach_items_and_outputs_have_their_shapes() -> None:
+    shots = {
+        "model": "stability-ai/sdxl",
+        "foreach": ["a", "b"],
+        "input": {"prompt": "{{ item }}", "num_outputs": 3},
+    }
+    found = problems(
+        {
+            "shots": shots,
+            "nested": {"model": CUT, "foreach": "{{ steps.shots.output }}", "input": {"image": "{{ item }}"}},
+            "flat": {
+                "model": CUT,
+                "foreach": "{{ steps.shots.output | sum(start=[]) }}",
+                "input": {"image": "{{ item }}"},
+            },
+            "ok": rembg("{{ steps.shots.output[1][2] }}"),
+            "past": rembg("{{ steps.shots.output[1][3] }}"),
+            "items": rembg("{{ steps.shots.output[2][0] }}"),
+            "literal": {"model": CUT, "foreach": ["https://x/y.png", 7], "input": {"image": "{{ item }}"}},
+        }
+    )
+    assert found == [
+        f"{SOURCE}, step 'nested', field 'input.image': item 0: image must be a string, got a list; "
+        "steps.shots.output[0] is a list of files (num_outputs: 3): take one with steps.shots.output[0][0], "
+        "or fan out over it with foreach",
+        f"{SOURCE}, step 'past', field 'input.image': steps.shots.output[1] has 3 files (num_outputs: 3), "
+        "so there is no [3] (in '{{ steps.shots.output[1][3] }}')",
+        f"{SOURCE}, step 'items', field 'input.image': steps.shots.output has 2 entries "
+        "(one per item of its foreach), so there is no [2] (in '{{ steps.shots.output[2][0] }}')",
+        f"{SOURCE}, step 'literal', field 'input.image': item 1: image must be a string, got 7 (an integer)",
+    ]
+
+
+def test_what_stand_ins_cannot_decide_is_left_to_run_time() -> None:
+    steps = {
+        "generate": SDXL_2,
+        # the stand-in URLs end in .png: real ones may end in .webp
+        "picked": rembg("{{ steps.generate.output | select('search', 'webp') | first }}"),
+        "filtered": {
+            "model": CUT,
+            "foreach": "{{ steps.generate.output | select('search', 'webp') | list }}",
+            "input": {"image": "{{ item }}"},
+        },
+        "after": rembg("{{ steps.filtered.output[5] }}"),  # the filtered list's length is not known
+    }
+    assert [s.id for s in make_plan(steps).steps] == list(steps)
+
+
+def test_stand_ins_never_reach_a_rendered_input() -> None:
+    result = make_plan({"generate": SDXL_2, "cut": rembg("{{ steps.generate.output[1] }}")})
+    rendered = render_input(result["cut"], {"params": {}, "steps": {"generate": {"output": ["u0", "u1"]}}})
+    assert rendered == {"image": "u1"}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ steps.a.output }}",
+        "{{ steps['a'].output[1] }}",
+        "{{ steps.a.output[2] }}",
+        "{{ steps.b.output }}",
+        "{{ nothing }}",
+        "{{ params.items }}",
+        "{{ params.text.upper }}",
+        "{{ steps.a.output[0].x }}",
+    ],
+)
+def test_a_lookup_chain_renders_like_a_compiled_template(source: str) -> None:
+    context = {"steps": {"a": {"output": ["u0", "u1"]}}, "params": {"items": 3, "text": "t"}}
+    fast = Templates().parse(source)
+    compiled = Templates().parse(source + "{{ '' if false }}")  # not a lone lookup: compiled
+
+    def outcome(template: Template) -> str:
+        try:
+            value = template.render(context)
+        except TemplateProblem as exc:
+            return str(exc).split("': ", 1)[1]
+        return str(value)
+
+    assert outcome(fast) == outcome(compiled)
