@@ -1,14 +1,22 @@
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
 from pathlib import Path
 
+import httpx
 import pytest
 
+from kkiai_pipeline.api.client import ClientOptions
 from kkiai_pipeline.catalog import default_catalog
 from kkiai_pipeline.errors import PipelineError
+from kkiai_pipeline.execution import ExecutionOptions
 from kkiai_pipeline.localfiles import LocalFiles
+from kkiai_pipeline.orchestrator import check_cog_servers
 from kkiai_pipeline.pipeline import parse_pipeline, read_pipeline_file
 from kkiai_pipeline.planning import Plan, plan, render_input
+from kkiai_pipeline.settings import ApiSettings, CogSettings, Settings
 from kkiai_pipeline.templating import Template, TemplateProblem, Templates
 
 SHIPPED = Path(__file__).parent.parent / "pipelines"
@@ -335,3 +343,98 @@ def test_a_lookup_chain_renders_like_a_compiled_template(source: str) -> None:
         return str(value)
 
     assert outcome(fast) == outcome(compiled)
+
+
+# -- Cog servers are probed before the first paid step -------------------------------------------------
+
+COG_STEPS = {
+    "generate": SDXL_2,
+    "cleanup": {
+        "model": "sujaykhandekar/object-removal",
+        "input": {"image_path": "{{ steps.generate.output[1] }}"},
+    },
+    "cutout": {**rembg("{{ steps.cleanup.output }}"), "backend": "cog"},
+    "again": {**rembg("{{ steps.cutout.output }}"), "backend": "cog"},
+}
+
+
+def cog_settings(tmp_path: Path, servers: dict[str, str]) -> Settings:
+    return Settings(
+        api=ApiSettings("kkiai", "https://api.invalid/v1", "t", ClientOptions()),
+        execution=ExecutionOptions(),
+        progress=False,
+        run_dir=tmp_path,
+        cog=CogSettings(servers=servers),
+    )
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nothing listens there once the socket is closed
+
+
+def cog_problems(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> list[str]:
+    try:
+        asyncio.run(check_cog_servers(make_plan(COG_STEPS), settings, transport=transport))
+    except PipelineError as exc:
+        return [str(p) for p in exc.problems]
+    return []
+
+
+def test_a_cog_server_that_cannot_be_reached_is_a_problem_of_every_step_on_it(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    found = cog_problems(cog_settings(tmp_path, {CUT: url}))
+    trouble = f"the Cog server for {CUT} at {url} cannot be reached (ConnectError: All connection attempts failed); is it running?"
+    assert found == [
+        f"{SOURCE}, step 'cutout', field 'backend': {trouble}",
+        f"{SOURCE}, step 'again', field 'backend': {trouble}",
+    ]
+
+
+def health(status: int, body: object, seen: list[str]) -> httpx.MockTransport:
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url}")
+        return httpx.Response(status, content=json.dumps(body).encode())
+
+    return httpx.MockTransport(answer)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "trouble"),
+    [
+        (200, {"status": "READY"}, None),
+        (200, {"status": "BUSY"}, None),
+        (200, {"status": "STARTING"}, None),  # loading its weights: the client waits for it
+        (200, {"status": "SETUP_FAILED", "setup": {}}, "reports SETUP_FAILED"),
+        (
+            404,
+            {"detail": "Not Found"},
+            "answered 404 to GET /health-check without a Cog status; is it a Cog server?",
+        ),
+        (200, ["READY"], "answered 200 to GET /health-check without a Cog status; is it a Cog server?"),
+    ],
+)
+def test_a_cog_server_is_asked_once_for_its_health(
+    tmp_path: Path, status: int, body: object, trouble: str | None
+) -> None:
+    seen: list[str] = []
+    found = cog_problems(cog_settings(tmp_path, {CUT: "http://cog.test:5000/"}), health(status, body, seen))
+    assert seen == ["GET http://cog.test:5000/health-check"]
+    if trouble is None:
+        assert found == []
+    else:
+        where = f"the Cog server for {CUT} at http://cog.test:5000"
+        assert found == [
+            f"{SOURCE}, step 'cutout', field 'backend': {where} {trouble}",
+            f"{SOURCE}, step 'again', field 'backend': {where} {trouble}",
+        ]
+
+
+def test_steps_on_the_api_are_not_probed(tmp_path: Path) -> None:
+    seen: list[str] = []
+    settings = cog_settings(
+        tmp_path, {"stability-ai/sdxl": "http://cog.test:5000"}
+    )  # generate runs on the API
+    assert cog_problems(settings, health(200, {"status": "READY"}, seen)) == []
+    assert seen == []
