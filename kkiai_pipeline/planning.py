@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,9 @@ CONTEXT_NAMES = frozenset({"steps", "params"})
 ITEM_NAMES = frozenset({"item", "index"})  # what a foreach step's input templates may read besides
 #: How many items of a foreach list the shape check renders a step's input with (the first ones).
 CHECKED_ITEMS = 100
+#: What the shape check may spend on one pipeline; it leaves what it has not reached to run time
+#: (each rendering has its own budget, but a hostile file may hold thousands of slow templates).
+SHAPE_CHECK_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -168,31 +172,46 @@ def _check_shapes(
     model or upstream step is unknown.
     """
     outputs: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + SHAPE_CHECK_SECONDS
     for sid in order:
         model, values, _ = compiled[sid]
-        if model is None:
-            continue
-        step = pipeline.steps[sid]
+        if time.monotonic() > deadline:
+            return
+        if model is not None:
+            context = {"params": pipeline.params, "steps": outputs}
+            output = _checked_step(pipeline, sid, model, values, foreachs.get(sid), context, problems)
+            if output is not None:
+                outputs[sid] = {"output": output}
 
-        def problem(message: str, field: str, sid: str = sid) -> None:
-            problems.append(Problem(message, file=pipeline.source, step=sid, field=field))
 
-        context = {"params": pipeline.params, "steps": outputs}
-        if step.foreach is None:
-            if any(_contains_template(v) for v in values.values()):
-                _check_rendered(model, values, context, problem)
-            outputs[sid] = {"output": standins.stand_in(sid, model, values)}
-            continue
-        found = _foreach_items(foreachs.get(sid), context, problem)
-        if found is None:
-            continue
-        items, bounded = found
-        reported: set[str] = set()
-        for index, item in enumerate(items[:CHECKED_ITEMS]):
-            scope = {**context, "item": item, "index": index}
-            _check_rendered(model, values, scope, problem, prefix=f"item {index}: ", reported=reported)
-        each = [standins.stand_in(sid, model, values, index=i) for i in range(len(items))]
-        outputs[sid] = {"output": standins.fanned_out(sid, each, bounded=bounded)}
+def _checked_step(
+    pipeline: Pipeline,
+    sid: str,
+    model: ModelSpec,
+    values: Mapping[str, Any],
+    foreach: Any,
+    context: Mapping[str, Any],
+    problems: list[Problem],
+) -> Any:
+    """Check one step's templated inputs on stand-ins; returns its own stand-in output (None: unknown)."""
+
+    def problem(message: str, field: str) -> None:
+        problems.append(Problem(message, file=pipeline.source, step=sid, field=field))
+
+    if pipeline.steps[sid].foreach is None:
+        if any(_contains_template(v) for v in values.values()):
+            _check_rendered(model, values, context, problem)
+        return standins.stand_in(sid, model, values)
+    found = _foreach_items(foreach, context, problem)
+    if found is None:
+        return None
+    items, bounded = found
+    reported: set[str] = set()
+    for index, item in enumerate(items[:CHECKED_ITEMS]):
+        scope = {**context, "item": item, "index": index}
+        _check_rendered(model, values, scope, problem, prefix=f"item {index}: ", reported=reported)
+    each = [standins.stand_in(sid, model, values, index=i) for i in range(len(items))]
+    return standins.fanned_out(sid, each, bounded=bounded)
 
 
 def _foreach_items(

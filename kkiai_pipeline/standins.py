@@ -19,7 +19,7 @@ looping over one file, indexing past the end of a list) raises :class:`ShapeErro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, SupportsIndex
 
@@ -94,7 +94,7 @@ class StandInList(list[Any]):
         return super().__getitem__(index)
 
 
-def stand_in(step_id: str, model: ModelSpec, values: dict[str, Any], *, index: int | None = None) -> Any:
+def stand_in(step_id: str, model: ModelSpec, values: Mapping[str, Any], *, index: int | None = None) -> Any:
     """What one prediction of ``model`` with input ``values`` hands on (``index``: a foreach item's)."""
     label = f"steps.{step_id}.output" if index is None else f"steps.{step_id}.output[{index}]"
     base = f"https://{HOST}/{step_id}" if index is None else f"https://{HOST}/{step_id}/{index}"
@@ -119,7 +119,7 @@ def fanned_out(step_id: str, outputs: Sequence[Any], *, bounded: bool) -> StandI
     return StandInList(outputs, label=label, why=why, noun="entries", filler=filler)
 
 
-def output_count(model: ModelSpec, values: dict[str, Any]) -> tuple[int | None, str]:
+def output_count(model: ModelSpec, values: Mapping[str, Any]) -> tuple[int | None, str]:
     """The most files one prediction of a list model returns, and why; None when not known."""
     spec = model.inputs.get("num_outputs")
     if spec is None:

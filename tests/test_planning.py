@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kkiai_pipeline import planning
 from kkiai_pipeline.api.client import ClientOptions
 from kkiai_pipeline.catalog import default_catalog
 from kkiai_pipeline.errors import PipelineError
@@ -438,3 +439,8 @@ def test_steps_on_the_api_are_not_probed(tmp_path: Path) -> None:
     )  # generate runs on the API
     assert cog_problems(settings, health(200, {"status": "READY"}, seen)) == []
     assert seen == []
+
+
+def test_the_shape_check_leaves_what_it_has_no_time_for_to_run_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(planning, "SHAPE_CHECK_SECONDS", -1.0)
+    assert make_plan({"generate": SDXL_2, "cut": rembg("{{ steps.generate.output }}")}).steps
