@@ -94,6 +94,68 @@ def _check_backends(the_plan: Plan, settings: Settings) -> None:
         raise PipelineError(problems, pipeline=the_plan.pipeline.name)
 
 
+#: How long the check before the first paid step waits for a Cog server's health-check.
+COG_PROBE_SECONDS = 3.0
+#: Health statuses after which a Cog server runs nothing more (as the Cog client judges them).
+_COG_BROKEN = frozenset({"SETUP_FAILED", "DEFUNCT"})
+
+
+async def check_cog_servers(
+    the_plan: Plan, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> None:
+    """Every Cog server a step runs on answers its health-check; raises PipelineError otherwise.
+
+    Meant to run after planning and before the first create, so that a server that is down (or not a
+    Cog server, or whose setup failed) stops the run before any step is paid for, rather than after
+    the steps upstream of it. A server still loading its weights (``STARTING``) passes: the Cog client
+    waits for it. Each server is probed once, all at once, for at most ``COG_PROBE_SECONDS``.
+    """
+    users: dict[str, list[PlannedStep]] = {}
+    for step in the_plan.steps:
+        url = settings.cog.servers.get(step.model.ref)
+        if (step.step.backend or default_backend(settings)) == "cog" and url:
+            users.setdefault(url.rstrip("/"), []).append(step)
+    if not users:
+        return
+    async with httpx.AsyncClient(timeout=COG_PROBE_SECONDS, transport=transport, trust_env=False) as http:
+        found = await asyncio.gather(*(_probe_cog(http, url) for url in users))
+    source = the_plan.pipeline.source
+    problems = [
+        Problem(
+            f"the Cog server for {step.model.ref} at {url} {trouble}",
+            file=source,
+            step=step.id,
+            field="backend",
+        )
+        for (url, steps), trouble in zip(users.items(), found, strict=True)
+        if trouble is not None
+        for step in steps
+    ]
+    if problems:
+        raise PipelineError(problems, pipeline=the_plan.pipeline.name)
+
+
+async def _probe_cog(http: httpx.AsyncClient, url: str) -> str | None:
+    """What is wrong with the Cog server at ``url``, finishing a sentence; None when it can serve."""
+    try:
+        response = await http.get(f"{url}/health-check")
+    except httpx.HTTPError as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return f"cannot be reached ({reason}); is it running?"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    status = body.get("status") if isinstance(body, dict) else None
+    if response.is_error or not isinstance(status, str):
+        return (
+            f"answered {response.status_code} to GET /health-check without a Cog status; is it a Cog server?"
+        )
+    if status in _COG_BROKEN:
+        return f"reports {status}"
+    return None
+
+
 def prepare(pipeline: Pipeline, settings: Settings, *, catalog: Catalog | None = None) -> Job:
     """Everything checked before anything is sent: the plan, and the run this one resumes."""
     the_plan = make_plan(pipeline, settings, catalog=catalog)

@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import standins
 from .catalog import Catalog, ModelSpec
 from .errors import PipelineError, Problem, UnknownModelError
 from .pipeline import Pipeline, Step
-from .templating import Template, TemplateProblem, Templates, is_template
-from .validation import validate_input
+from .templating import Template, TemplateProblem, Templates, is_template, shorten
+from .validation import describe, validate_input
 
 CONTEXT_NAMES = frozenset({"steps", "params"})
 ITEM_NAMES = frozenset({"item", "index"})  # what a foreach step's input templates may read besides
+#: How many items of a foreach list the shape check renders a step's input with (the first ones).
+CHECKED_ITEMS = 100
+#: What the shape check may spend on one pipeline; it leaves what it has not reached to run time
+#: (each rendering has its own budget, but a hostile file may hold thousands of slow templates).
+SHAPE_CHECK_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ def plan(pipeline: Pipeline, *, catalog: Catalog, templates: Templates, seed: in
             _validate_static(pipeline, step, model, values, problems)
     deps = {sid: frozenset(refs) for sid, (_, _, refs) in compiled.items()}
     order = _topological_order(pipeline, deps, problems)
+    _check_shapes(pipeline, order, compiled, foreachs, problems)
     if problems:
         raise PipelineError(problems, pipeline=pipeline.name)
     levels: dict[str, int] = {}
@@ -147,6 +155,128 @@ def _validate_static(
         problems.append(
             Problem(found.message, file=pipeline.source, step=step.id, field=f"input.{found.field}")
         )
+
+
+def _check_shapes(
+    pipeline: Pipeline,
+    order: list[str],
+    compiled: Mapping[str, tuple[ModelSpec | None, dict[str, Any], set[str]]],
+    foreachs: Mapping[str, Any],
+    problems: list[Problem],
+) -> None:
+    """Render what reads step outputs against stand-ins of the right shape (see :mod:`.standins`).
+
+    Reports only what the shapes decide: a list where one value is expected (or the reverse), an
+    index past the end of a list, a ``foreach`` over something that is not a list. A template that
+    cannot be rendered on stand-ins for any other reason is left to run time, as is every step whose
+    model or upstream step is unknown.
+    """
+    outputs: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + SHAPE_CHECK_SECONDS
+    for sid in order:
+        model, values, _ = compiled[sid]
+        if time.monotonic() > deadline:
+            return
+        if model is not None:
+            context = {"params": pipeline.params, "steps": outputs}
+            output = _checked_step(pipeline, sid, model, values, foreachs.get(sid), context, problems)
+            if output is not None:
+                outputs[sid] = {"output": output}
+
+
+def _checked_step(
+    pipeline: Pipeline,
+    sid: str,
+    model: ModelSpec,
+    values: Mapping[str, Any],
+    foreach: Any,
+    context: Mapping[str, Any],
+    problems: list[Problem],
+) -> Any:
+    """Check one step's templated inputs on stand-ins; returns its own stand-in output (None: unknown)."""
+
+    def problem(message: str, field: str) -> None:
+        problems.append(Problem(message, file=pipeline.source, step=sid, field=field))
+
+    if pipeline.steps[sid].foreach is None:
+        if any(_contains_template(v) for v in values.values()):
+            _check_rendered(model, values, context, problem)
+        return standins.stand_in(sid, model, values)
+    found = _foreach_items(foreach, context, problem)
+    if found is None:
+        return None
+    items, bounded = found
+    reported: set[str] = set()
+    for index, item in enumerate(items[:CHECKED_ITEMS]):
+        scope = {**context, "item": item, "index": index}
+        _check_rendered(model, values, scope, problem, prefix=f"item {index}: ", reported=reported)
+    each = [standins.stand_in(sid, model, values, index=i) for i in range(len(items))]
+    return standins.fanned_out(sid, each, bounded=bounded)
+
+
+def _foreach_items(
+    foreach: Any, context: Mapping[str, Any], problem: Callable[[str, str], None]
+) -> tuple[list[Any], bool] | None:
+    """A foreach step's items on stand-ins, and whether their count is certain; None when unknown."""
+    if not isinstance(foreach, Template):
+        return (foreach, True) if isinstance(foreach, list) else None
+    shown = shorten(foreach.source)
+    try:
+        items = foreach.render(context)
+    except TemplateProblem as exc:
+        if isinstance(exc.__cause__, standins.ShapeError):
+            problem(f"{exc.__cause__} (in '{shown}')", "foreach")
+        return None
+    if not isinstance(items, list):
+        what = standins.describe(items) or describe(items)
+        problem(f"foreach must give a list, but '{shown}' gives {what}", "foreach")
+        return None
+    # A count made from stand-ins through filters may differ at run time (their URLs are made up).
+    bounded = not foreach.references.steps or standins.is_bounded(items)
+    return items, bounded
+
+
+def _check_rendered(
+    model: ModelSpec,
+    values: Mapping[str, Any],
+    context: Mapping[str, Any],
+    problem: Callable[[str, str], None],
+    *,
+    prefix: str = "",
+    reported: set[str] | None = None,
+) -> None:
+    """Render the templated inputs on stand-ins; report shape errors and type problems, once a field."""
+    reported = set() if reported is None else reported
+    rendered: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    unknown: set[str] = set()
+    for name, value in values.items():
+        if not _contains_template(value):
+            rendered[name] = value
+            continue
+        try:
+            raw[name] = _render_value(value, context)
+        except TemplateProblem as exc:
+            unknown.add(name)
+            if isinstance(exc.__cause__, standins.ShapeError) and name not in reported:
+                reported.add(name)
+                problem(f"{prefix}{exc.__cause__} (in '{_source(value)}')", f"input.{name}")
+            continue
+        rendered[name] = standins.plain(raw[name])
+    for found in validate_input(model, rendered, pending=unknown):
+        if found.kind != "type" or found.field not in raw or found.field in reported:
+            continue
+        reported.add(found.field)
+        hint = standins.explain(raw[found.field])
+        problem(f"{prefix}{found.message}" + (f"; {hint}" if hint else ""), f"input.{found.field}")
+
+
+def _source(value: Any) -> str:
+    """The (first) template text in an input value, as messages quote it."""
+    if isinstance(value, Template):
+        return shorten(value.source)
+    inner = value.values() if isinstance(value, Mapping) else value if isinstance(value, list) else ()
+    return next((s for s in (_source(v) for v in inner) if s), "")
 
 
 def derive_seed(seed: int, step_id: str) -> int:

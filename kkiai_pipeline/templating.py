@@ -482,7 +482,11 @@ class Templates:
         try:
             tree = self.env.parse(source)
             references = find_references(tree)
-            if "{%" in source or len(source) > _EAGER_CHARS:
+            chain = _lookup_chain(tree)
+            render: Callable[[Mapping[str, Any]], Any]
+            if chain is not None:  # {{ steps.a.output[1] }}: looked up directly, nothing to compile
+                render = functools.partial(self._look_up, *chain)
+            elif "{%" in source or len(source) > _EAGER_CHARS:
                 render = self._compile(tree)
             else:  # a short {{ expression }}: compiled when first rendered (planning 10,000 steps is quick)
                 render = _lazy(functools.partial(self._compile, tree))
@@ -493,6 +497,18 @@ class Templates:
         except Exception as exc:  # no traceback for any template, however hostile
             raise TemplateProblem(f"cannot compile the template '{shown}': {exc}") from exc
         return Template(source, references, render, self.limits)
+
+    def _look_up(self, name: str, links: list[tuple[bool, Any]], context: Mapping[str, Any]) -> Any:
+        """What the compiled template would compute for a lookup chain, with the same sandbox calls."""
+        if name in context:
+            value = context[name]
+        elif name in self.env.globals:
+            value = self.env.globals[name]
+        else:
+            value = self.env.undefined(name=name)
+        for is_attribute, key in links:
+            value = self.env.getattr(value, key) if is_attribute else self.env.getitem(value, key)
+        return value
 
     def _compile(self, tree: nodes.Template) -> Callable[[Mapping[str, Any]], Any]:
         expression = lone_expression(tree)
@@ -532,6 +548,27 @@ def _render_text(template: jinja2.Template, context: Mapping[str, Any]) -> str:
         budget.tick()
         chunks.append(chunk)
     return "".join(chunks)
+
+
+def _lookup_chain(tree: nodes.Template) -> tuple[str, list[tuple[bool, Any]]] | None:
+    """``{{ name.attr['key'][0] }}`` as (name, [(is attribute, key), ...]); None for anything else.
+
+    Most templates are such chains; looking them up directly spares compiling each one to Python,
+    which dominated planning a pipeline of thousands of steps.
+    """
+    node = lone_expression(tree)
+    links: list[tuple[bool, Any]] = []
+    while isinstance(node, nodes.Getattr | nodes.Getitem):
+        if isinstance(node, nodes.Getattr):
+            links.append((True, node.attr))
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str | int):
+            links.append((False, node.arg.value))
+        else:
+            return None
+        node = node.node
+    if not isinstance(node, nodes.Name) or node.ctx != "load":
+        return None
+    return node.name, links[::-1]
 
 
 def lone_expression(tree: nodes.Template) -> nodes.Expr | None:

@@ -133,7 +133,7 @@ def validate_input(
     """Every problem of one step's input; `pending` names fields whose values are templates not yet
     rendered: they count as present (for required) but their values are not checked."""
     if not isinstance(values, Mapping):
-        got = _describe(values)
+        got = describe(values)
         return [FieldProblem("input", "type", f"the input must be a mapping of names to values, got {got}")]
     ctx = _Context(model, values, frozenset(pending))
     problems: list[FieldProblem] = []
@@ -209,7 +209,7 @@ _EXPECTED = {"string": "a string", "integer": "an integer", "number": "a number"
 def _check_type(ctx: _Context, spec: InputSpec, value: Any) -> FieldProblem | None:
     if _has_type(spec.type, value):
         return None
-    message = f"{spec.name} must be {_EXPECTED[spec.type]}, got {_describe(value)}"
+    message = f"{spec.name} must be {_EXPECTED[spec.type]}, got {describe(value)}"
     return FieldProblem(spec.name, "type", message + _type_hint(spec, value))
 
 
@@ -420,7 +420,8 @@ def _show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[: limit - 4]}...{closing}"
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """A value as a type problem names it: ``2 (an integer)``, ``the string 'x'``, ``a list``."""
     if value is None:
         return "null"
     if isinstance(value, bool):
