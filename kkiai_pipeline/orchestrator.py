@@ -242,6 +242,8 @@ class Orchestrator:
 
     async def run_async(self, jobs: Sequence[Job]) -> list[RunRecord]:
         """Run ``jobs`` concurrently; each ends with its run.json and report written."""
+        for job in jobs:  # a Cog server that is down stops the run before anything is paid
+            await check_cog_servers(job.plan, job.settings, transport=self.transport)
         with ExitStack() as stack:
             sandbox_url = self._sandbox(jobs, stack)
             shared = _Shared(self.transport)

@@ -33,6 +33,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from .errors import KkiaiError
 from .orchestrator import CURRENT_JOB, Job, Orchestrator
 from .rundir import read_record, write_json_atomic
 from .terminal import ProgressBar
@@ -85,6 +86,9 @@ class Sweep:
                     job.progress = _Labelled(progress, f"{job.num}:")
                 try:
                     orchestrator.run(self.queued)
+                except KkiaiError as exc:  # found before anything was sent (a Cog server down)
+                    log.error("%s", exc)
+                    return exc.exit_code
                 finally:
                     progress.close()
             interrupted = orchestrator.interrupted
