@@ -352,6 +352,9 @@ class Purchaser:
         log.info("%s: fetching the files of prediction %s again", order.label, entry.prediction_id)
         prediction = _settled(await backend.get(entry.prediction_id), streams=order.streams)
         if prediction.status == "succeeded" and not output_urls(prediction.output):
+            if self.options.repay_expired:  # found expired only now: pay now, not on the next run
+                log.warning("%s: paying again for expired prediction %s", order.label, prediction.id)
+                return await self._create(order)
             await self._expired(order, prediction)
         if not prediction.terminal:
             return await self._follow(order, prediction, how="reattached")
@@ -380,11 +383,13 @@ class Purchaser:
         try:
             files = tuple(await asyncio.gather(*(fetch(i, url) for i, url in enumerate(urls))))
         except DownloadError:
+            again = None
             if self.backends[order.backend].reattach and prediction.id:
                 with contextlib.suppress(KkiaiError):
                     again = await self.backends[order.backend].get(prediction.id)
-                    if again.status == "succeeded" and not output_urls(again.output):
-                        await self._expired(order, again)
+            # outside the suppress, which would swallow the OutputsExpired this raises
+            if again is not None and again.status == "succeeded" and not output_urls(again.output):
+                await self._expired(order, again)
             raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)
