@@ -206,7 +206,11 @@ class Purchaser:
             except KkiaiError as exc:  # refused or unreachable: nothing was created
                 await self.ledger.move(digest, "failed", error=str(exc))
                 raise
-            await self._created(order, prediction)
+            try:
+                await self._created(order, prediction)
+            except asyncio.CancelledError:  # Ctrl-C while the id is written: _follow's guard is not yet up
+                await self._stop(order, prediction)
+                raise
             return await self._follow(order, prediction, how="created")
         raise UnresolvedCreate(
             f"{order.label}: {MAX_RESENDS + 1} creates were lost on the way; stopped sending",

@@ -514,3 +514,34 @@ def test_files_removed_before_the_first_download_are_reported_as_expired(tmp_pat
         assert (w.backend.stats.creates, w.backend.gets) == (1, ["p1"])
 
     run(tmp_path, scenario, backend=backend)
+
+
+def test_an_interrupt_while_the_created_state_is_written_still_cancels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario(w: World) -> None:
+        w.backend.when(Behaviour(gate=asyncio.Event()))
+        writing, release = asyncio.Event(), asyncio.Event()
+        real = w.ledger.move
+
+        async def slow_move(key: str, state: Any, **values: Any) -> None:
+            done = asyncio.ensure_future(real(key, state, **values))  # the write itself is never undone
+            if state == "created":
+                writing.set()
+                await release.wait()  # a ledger busy with other writes (a sweep's)
+            await done
+
+        monkeypatch.setattr(w.ledger, "move", slow_move)
+        task = asyncio.create_task(w.purchaser.obtain(order()))
+        await writing.wait()
+        task.cancel()
+        entry = await w.purchaser.abandon(order().key.digest, budget=2.0)
+        assert entry is not None
+        assert (entry.state, entry.prediction_id, entry.error) == (
+            "failed",
+            "p1",
+            "canceled when the run was interrupted",
+        )
+        assert (w.backend.cancels, w.backend.status_of("p1")) == (["p1"], "canceled")
+
+    run(tmp_path, scenario)
