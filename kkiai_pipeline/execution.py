@@ -237,15 +237,20 @@ class Executor:
             self.progress.started(label)
         try:
             receipt = await self._obtain(order, rec, step.step.retries)
+            handed_on = self._record(rec, receipt, folder)
         except asyncio.CancelledError:
             entry = await self.context.purchaser.abandon(key.digest, budget=INTERRUPT_BUDGET)
             rec.prediction_id = entry.prediction_id if entry else None
             rec.end(*_interrupted(entry))
             raise
+        except KkiaiError as exc:
+            if rec.status == "running":  # ended here, so that progress hears how, not "running"
+                rec.end(_status_of(exc), str(exc))
+            raise
         finally:
             if self.progress:
                 self.progress.finished(label, rec.status)
-        return self._record(rec, receipt, folder)
+        return handed_on
 
     async def _obtain(self, order: Order, rec: StepRecord, retries: int) -> Receipt:
         """The receipt; a prediction that *failed* is tried again ``retries`` times, each on record."""

@@ -206,7 +206,11 @@ class Purchaser:
             except KkiaiError as exc:  # refused or unreachable: nothing was created
                 await self.ledger.move(digest, "failed", error=str(exc))
                 raise
-            await self._created(order, prediction)
+            try:
+                await self._created(order, prediction)
+            except asyncio.CancelledError:  # Ctrl-C while the id is written: _follow's guard is not yet up
+                await self._stop(order, prediction)
+                raise
             return await self._follow(order, prediction, how="created")
         raise UnresolvedCreate(
             f"{order.label}: {MAX_RESENDS + 1} creates were lost on the way; stopped sending",
@@ -352,6 +356,9 @@ class Purchaser:
         log.info("%s: fetching the files of prediction %s again", order.label, entry.prediction_id)
         prediction = _settled(await backend.get(entry.prediction_id), streams=order.streams)
         if prediction.status == "succeeded" and not output_urls(prediction.output):
+            if self.options.repay_expired:  # found expired only now: pay now, not on the next run
+                log.warning("%s: paying again for expired prediction %s", order.label, prediction.id)
+                return await self._create(order)
             await self._expired(order, prediction)
         if not prediction.terminal:
             return await self._follow(order, prediction, how="reattached")
@@ -380,11 +387,13 @@ class Purchaser:
         try:
             files = tuple(await asyncio.gather(*(fetch(i, url) for i, url in enumerate(urls))))
         except DownloadError:
+            again = None
             if self.backends[order.backend].reattach and prediction.id:
                 with contextlib.suppress(KkiaiError):
                     again = await self.backends[order.backend].get(prediction.id)
-                    if again.status == "succeeded" and not output_urls(again.output):
-                        await self._expired(order, again)
+            # outside the suppress, which would swallow the OutputsExpired this raises
+            if again is not None and again.status == "succeeded" and not output_urls(again.output):
+                await self._expired(order, again)
             raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)
