@@ -74,6 +74,7 @@ def summary(record: RunRecord) -> str:
 def _result(step: StepRecord) -> str:
     """How the step's predictions were obtained: ``created``, ``reused`` ... or ``3 created, 2 reused``."""
     if not step.items:
-        return step.obtained or "-"
+        how = step.obtained or "-"
+        return f"{how} ({step.note})" if step.note else how  # on a resume: what changed
     counts = Counter(item.obtained or item.status for item in step.items)
     return ", ".join(f"{n} {how}" for how, n in sorted(counts.items()))
