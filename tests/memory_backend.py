@@ -385,3 +385,11 @@ def _iso(epoch: float) -> str:
     return (
         datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
     )
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the other tasks run until ``condition`` holds (a stuck test fails after 5 s)."""
+    give_up = time.monotonic() + 5.0
+    while not condition():
+        assert time.monotonic() < give_up, "the condition never held"
+        await asyncio.sleep(0.001)

@@ -9,7 +9,6 @@ StateError into a failed step.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from kkiai_pipeline.purchase import PurchaseOptions, Purchaser
 from kkiai_pipeline.rundir import RunRecord, StepRecord, StepStatus, load_record
 from kkiai_pipeline.settings import ApiSettings, Settings
 
-from .memory_backend import Behaviour, MemoryBackend, canonical
+from .memory_backend import Behaviour, MemoryBackend, canonical, until
 
 CATALOG = default_catalog()
 SDXL = CATALOG.resolve("stability-ai/sdxl").version_ref
@@ -182,13 +181,6 @@ def bench(tmp_path: Path, scenario: Callable[[Bench], Awaitable[None]], **option
             ledger.close()
 
     asyncio.run(main())
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    give_up = time.monotonic() + 5.0
-    while not condition():
-        assert time.monotonic() < give_up, "the condition never held"
-        await asyncio.sleep(0.001)
 
 
 @pytest.fixture(autouse=True)

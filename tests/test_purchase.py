@@ -27,7 +27,7 @@ from kkiai_pipeline.errors import ApiError, OutputsExpired, PredictionFailed, Un
 from kkiai_pipeline.ledger import Entry, Ledger, StoredFile, _start_time, prediction_key
 from kkiai_pipeline.purchase import Order, PurchaseOptions, Purchaser
 
-from .memory_backend import Behaviour, MemoryBackend, file_bytes
+from .memory_backend import Behaviour, MemoryBackend, file_bytes, until
 
 SDXL = default_catalog().resolve("stability-ai/sdxl").version_ref
 SHOT = {"prompt": "a mug", "num_outputs": 1}
@@ -89,14 +89,6 @@ def run(tmp_path: Path, scenario: Scenario, *, backend: MemoryBackend | None = N
             ledger.close()
 
     asyncio.run(main())
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Let the other tasks run until ``condition`` holds (a stuck test fails after 5 s)."""
-    give_up = time.monotonic() + 5.0
-    while not condition():
-        assert time.monotonic() < give_up, "the condition never held"
-        await asyncio.sleep(0.001)
 
 
 @contextmanager
