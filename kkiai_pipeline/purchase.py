@@ -26,7 +26,7 @@ import dataclasses
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, NoReturn
@@ -92,7 +92,6 @@ class Receipt:
     fresh: bool  # the URLs came from the service during this process (later steps may use them)
 
 
-Update = Callable[[str, Prediction], Awaitable[None]]
 
 
 class Purchaser:
