@@ -170,6 +170,12 @@ _CLIENT: dict[str, Node] = {
     "burst": whole(low=1),
     "list_lag_seconds": number(low=0),
     "clock_skew_seconds": number(low=0),
+    "max_response_bytes": whole(low=1),
+    "max_output_depth": whole(low=1, high=256),  # JSON deeper than this (+8) is refused unparsed
+    "max_output_files": whole(low=1),
+    "max_downloads_in_flight": whole(low=1),
+    "download_timeout": number(above=0),
+    "allow_private_outputs": Setting("flag", nullable=True),
 }
 
 

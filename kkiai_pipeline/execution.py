@@ -221,16 +221,18 @@ class Executor:
         index: int | None = None,
     ) -> Any:
         """Render, key and obtain one prediction for ``rec``; returns the output later steps see."""
-        rec.input = self._input(step, scope)
-        key = self._key(step, rec.input, index)
+        input = self._input(step, scope)
+        rec.input = kept_output(input)  # as sent, data: URIs shortened (an output handed on may be MBs)
+        key = self._key(step, input, index)
         rec.key = key.digest
         rec.note = self._why(step.id, index, key)
         order = Order(
             key=key,
             backend=self._backend(step),
-            input=rec.input,
+            input=input,
             timeout=step.step.timeout or self.context.timeout,
             streams=step.model.streams,
+            output_kind=step.model.output_kind,
             label=label,
         )
         if self.progress:

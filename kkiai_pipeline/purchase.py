@@ -32,8 +32,10 @@ from datetime import datetime, timezone
 from typing import Any, Literal, NoReturn
 
 from .api.backend import PredictionBackend
+from .api.client import ClientOptions
 from .api.prediction import Prediction, output_urls
-from .artifacts import Downloader
+from .artifacts import Downloader, all_or_none, private_outputs_allowed
+from .catalog import OutputKind
 from .errors import (
     AmbiguousCreateError,
     DeadlineExceeded,
@@ -44,7 +46,7 @@ from .errors import (
     UnresolvedCreate,
 )
 from .ledger import Entry, Ledger, PredictionKey, StoredFile
-from .outputs import kept_output
+from .outputs import as_declared, kept_output
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ WAIT_OTHER_SECONDS = 0.5  # how often a key another process is working on is loo
 LOOKUP_PAUSE_SECONDS = 2.0  # between looks at a list that may lag
 CANCEL_SECONDS = 1.5  # a cancel (on a timeout or Ctrl-C) gets this long
 INTERRUPT_LOOKUP_SECONDS = 3.0  # on Ctrl-C, a create without an answer is looked for this long
-MAX_DOWNLOADS = 8  # files of one prediction fetched at once
+MAX_DOWNLOADS = 8  # files of one prediction fetched at once (and api.max_downloads_in_flight in all)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Order:
     input: Mapping[str, Any]
     timeout: float
     streams: bool = False  # the model streams its output: a Prefer: wait answer is not final
+    output_kind: OutputKind | None = None  # the model's declared output: one file or a list
     label: str = ""  # for messages: "cutout" or "cutout[2]"
 
 
@@ -90,8 +93,6 @@ class Receipt:
     files: tuple[StoredFile, ...]
     urls: tuple[str, ...]  # the output's file URLs, in the order of ``files``
     fresh: bool  # the URLs came from the service during this process (later steps may use them)
-
-
 
 
 class Purchaser:
@@ -372,36 +373,64 @@ class Purchaser:
         raise OutputsExpired(message, prediction_id=prediction.id)
 
     async def _store(self, order: Order, prediction: Prediction, *, how: How) -> Receipt:
-        urls = tuple(output_urls(prediction.output))
+        """Check the output, fetch its files (within the caps of the backend's options) and record them.
+
+        The receipt's prediction carries the output in its model's declared kind, which is what later
+        steps see and the ledger keeps. An output that cannot be used (ApiError) leaves the ledger
+        entry ``succeeded``: a rerun fetches it again by id rather than paying for another.
+        """
+        backend = self.backends[order.backend]
+        found = getattr(backend, "options", None)
+        options = found if isinstance(found, ClientOptions) else None
+        limits = options or ClientOptions()  # a Cog backend: the default caps
         folder = self.ledger.root / "incoming" / order.key.digest
         slots = asyncio.Semaphore(MAX_DOWNLOADS)
+        allow_private = private_outputs_allowed(
+            options.allow_private_outputs if options else None, getattr(backend, "base_url", None)
+        )
+        deadline = time.monotonic() + min(limits.download_timeout, order.timeout)
 
         async def fetch(i: int, url: str) -> StoredFile:
             async with slots:
-                artifact = await self.downloader.download(url, folder=folder, stem=f"output_{i}")
+                artifact = await self.downloader.download(
+                    url,
+                    folder=folder,
+                    stem=f"output_{i}",
+                    allow_private=allow_private,
+                    deadline=deadline,
+                    in_flight=limits.max_downloads_in_flight,
+                )
             log.info("%s: downloaded %s (%d bytes)", order.label, artifact.url, artifact.bytes)
             self.ledger.adopt(self.downloader.run_dir / artifact.path, artifact.sha256)
             return StoredFile(artifact.sha256, artifact.bytes, artifact.content_type)
 
         try:
-            files = tuple(await asyncio.gather(*(fetch(i, url) for i, url in enumerate(urls))))
+            output = as_declared(
+                prediction.output,
+                order.output_kind,
+                max_depth=limits.max_output_depth,
+                max_files=limits.max_output_files,
+            )
+            urls = tuple(output_urls(output))
+            files = tuple(await all_or_none([fetch(i, url) for i, url in enumerate(urls)]))
         except DownloadError:
             again = None
-            if self.backends[order.backend].reattach and prediction.id:
+            if backend.reattach and prediction.id:
                 with contextlib.suppress(KkiaiError):
-                    again = await self.backends[order.backend].get(prediction.id)
+                    again = await backend.get(prediction.id)
             # outside the suppress, which would swallow the OutputsExpired this raises
             if again is not None and again.status == "succeeded" and not output_urls(again.output):
                 await self._expired(order, again)
             raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        prediction = dataclasses.replace(prediction, output=output)
         await self.ledger.move(
             order.key.digest,
             "stored",
             prediction_id=prediction.id,
             files=files,
-            output=kept_output(prediction.output),
+            output=kept_output(output),
             metrics=dict(prediction.metrics),
             error=None,
             completed_at=prediction.completed_at or _iso(time.time()),

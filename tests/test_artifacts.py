@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -100,10 +102,11 @@ def test_streamed_download_is_hashed_and_named_from_the_content_type(tmp_path: P
 
 
 def test_data_uri_is_decoded_locally(tmp_path: Path) -> None:
-    uri = "data:image/webp;base64," + base64.b64encode(b"RIFFdata").decode()
+    webp = b"RIFF\x10\x00\x00\x00WEBPVP8 data"
+    uri = "data:image/webp;base64," + base64.b64encode(webp).decode()
     art = download(tmp_path, uri)
     assert art.path == "steps/gen/output_0.webp"
-    assert (tmp_path / art.path).read_bytes() == b"RIFFdata"
+    assert (tmp_path / art.path).read_bytes() == webp
     assert art.url == f"data:image/webp;base64,… ({len(uri)} chars)"
 
 
@@ -270,3 +273,210 @@ def test_extensions(content_type: str, ext: str) -> None:
 
 def test_describe_url_keeps_http_urls() -> None:
     assert describe_url("https://a/b.png") == "https://a/b.png"
+
+
+# -- distrusting the file host ------------------------------------------------------------------------
+
+WEBP = b"RIFF\x10\x00\x00\x00WEBPVP8 " + b"w" * 40
+MP4 = b"\x00\x00\x00\x18ftypisom" + b"m" * 40
+
+
+@pytest.mark.parametrize(
+    ("body", "declared", "content_type", "name"),
+    [
+        (PNG, "text/plain", "image/png", "output_0.png"),
+        (WEBP, "application/octet-stream", "image/webp", "output_0.webp"),
+        (MP4, "image/png", "video/mp4", "output_0.mp4"),
+        (b"GIF89a" + b"g" * 20, "", "image/gif", "output_0.gif"),
+        (b"\xff\xd8\xff\xe0" + b"j" * 20, "image/jpeg", "image/jpeg", "output_0.jpg"),
+        (b"\x1a\x45\xdf\xa3" + b"v" * 20, "video/webm", "video/webm", "output_0.webm"),
+        (b"<html><script>alert(1)</script>", "text/html", "application/octet-stream", "output_0.bin"),
+        (b"#!/bin/sh\nrm -rf ~\n", "application/x-sh", "application/octet-stream", "output_0.bin"),
+        (b"<svg onload=alert(1)>", "image/svg+xml", "application/octet-stream", "output_0.bin"),
+        (b"", "image/png", "application/octet-stream", "output_0.bin"),
+    ],
+)
+def test_the_type_is_sniffed_from_the_content_never_taken_from_the_server(
+    tmp_path: Path, body: bytes, declared: str, content_type: str, name: str
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": declared})
+
+    art = download(tmp_path, URL, handler)
+    assert (art.content_type, art.path) == (content_type, f"steps/gen/{name}")
+    assert stored(tmp_path) == [name]
+
+
+def test_extensions_come_only_from_the_allow_list() -> None:
+    assert [extension_for(t) for t in ("text/html", "application/x-sh", "image/svg+xml", "image/avif")] == [
+        ".bin",
+        ".bin",
+        ".bin",
+        ".avif",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("file:///etc/passwd", "refusing to download 'file:///etc/passwd': its scheme is 'file:'; only"),
+        (
+            "javascript:alert(1)",
+            "refusing to download 'javascript:alert(1)': its scheme is 'javascript:'; only",
+        ),
+        ("https://x/a\nINFO forged", "refusing to download 'https://x/a INFO forged': the URL holds control"),
+        ("https://x/a\x1b[2J", "refusing to download 'https://x/a': the URL holds control characters"),
+        ("https://x/a b", "refusing to download 'https://x/a b': the URL holds control characters or spaces"),
+        ("https:///nohost", "refusing to download 'https:///nohost': the URL names no host"),
+        ("http://[::1/x", "refusing to download 'http://[::1/x': not a valid URL"),
+        ("https://x/" + "a" * 9000, "refusing to download a URL of 9010 characters (at most 8192)"),
+    ],
+)
+def test_malformed_urls_are_refused_before_anything_is_sent(tmp_path: Path, url: str, message: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"sent {request.url}")
+
+    with pytest.raises(DownloadError) as caught:
+        download(tmp_path, url, handler)
+    assert str(caught.value).startswith(message)
+    assert "\x1b" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "addresses", "shown"),
+    [
+        ("http://127.0.0.1/o.png", [], "127.0.0.1"),
+        ("http://[::1]/o.png", [], "::1"),
+        ("http://localhost/o.png", [], "localhost"),
+        ("http://169.254.169.254/latest/meta-data/", [], "169.254.169.254"),
+        ("http://[::ffff:10.0.0.1]/o.png", [], "::ffff:10.0.0.1"),
+        ("http://2130706433/o.png", ["127.0.0.1"], "127.0.0.1"),  # a decimal IP, as resolvers read it
+        ("https://files.internal/o.png", ["93.184.216.34", "10.1.2.3"], "10.1.2.3"),
+    ],
+)
+def test_private_addresses_are_refused_unless_allowed(
+    tmp_path: Path, url: str, addresses: list[str], shown: str
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=PNG)
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return addresses
+
+    downloader = make_downloader(tmp_path, handler, resolve=resolve)
+
+    async def main() -> Artifact:
+        try:
+            return await downloader.download(
+                url, folder=tmp_path / "steps" / "gen", stem="output_0", allow_private=False
+            )
+        finally:
+            await downloader.aclose()
+
+    with pytest.raises(DownloadError, match=f"is a loopback or private address \\({re.escape(shown)}\\)"):
+        asyncio.run(main())
+    assert downloader.stats.requests == 1  # the attempt, refused before the request
+    assert download(tmp_path, url, handler, resolve=resolve).bytes == len(PNG)  # allowed by default
+
+
+def test_every_redirect_hop_is_checked(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["93.184.216.34"]
+
+    downloader = make_downloader(tmp_path, handler, resolve=resolve)
+
+    async def main() -> Artifact:
+        try:
+            return await downloader.download(
+                URL, folder=tmp_path / "steps" / "gen", stem="o", allow_private=False
+            )
+        finally:
+            await downloader.aclose()
+
+    with pytest.raises(DownloadError, match=r"its host 169\.254\.169\.254 is a loopback or private address"):
+        asyncio.run(main())
+    assert seen == [URL]
+
+
+def test_redirects_to_other_schemes_and_loops_end(tmp_path: Path) -> None:
+    def to_file(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"Location": "file:///etc/passwd"})
+
+    def loop(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"Location": str(request.url)})
+
+    with pytest.raises(DownloadError, match=r"redirects to 'file://files.example/etc/passwd': its scheme is"):
+        download(tmp_path, URL, to_file)
+    with pytest.raises(
+        DownloadError, match=r"^cannot download https://files.example/o.png: more than 5 redirects$"
+    ):
+        download(tmp_path, URL, loop)
+
+
+def test_a_drip_feed_ends_at_the_deadline_and_leaves_nothing(tmp_path: Path) -> None:
+    class Drip(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for byte in PNG[:1000]:
+                await asyncio.sleep(0.05)
+                yield bytes([byte])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Drip())
+
+    downloader = make_downloader(tmp_path, handler)
+
+    async def main() -> Artifact:
+        try:
+            deadline = time.monotonic() + 0.3
+            return await downloader.download(
+                URL, folder=tmp_path / "steps" / "gen", stem="o", deadline=deadline
+            )
+        finally:
+            await downloader.aclose()
+
+    with pytest.raises(DownloadError, match=r"when the time for the step's downloads ran out"):
+        asyncio.run(main())
+    assert stored(tmp_path) == []
+
+
+def test_downloads_in_flight_are_capped_process_wide(tmp_path: Path) -> None:
+    now = {"in_flight": 0, "most": 0}
+
+    class Slow(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            now["in_flight"] += 1
+            now["most"] = max(now["most"], now["in_flight"])
+            await asyncio.sleep(0.02)
+            now["in_flight"] -= 1
+            yield PNG[:100]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Slow())
+
+    first, second = make_downloader(tmp_path, handler), make_downloader(tmp_path, handler)
+
+    async def main() -> None:
+        folder = tmp_path / "steps" / "gen"
+        jobs = [
+            d.download(f"{URL}?{i}", folder=folder, stem=f"o{i}", in_flight=3)
+            for i in range(10)
+            for d in (first, second)
+        ]
+        await asyncio.gather(*jobs)
+        await first.aclose()
+        await second.aclose()
+
+    asyncio.run(main())
+    assert now["most"] == 3
+
+
+def test_describe_url_cleans_and_shortens() -> None:
+    assert describe_url("DATA:image/png;base64," + "A" * 100) == "DATA:image/png;base64,… (122 chars)"
+    assert describe_url("https://x/\x1b[31ma\nb") == "https://x/a b"
+    assert describe_url("https://x/" + "a" * 5000).endswith("a…")

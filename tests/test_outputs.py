@@ -5,8 +5,19 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from kkiai_pipeline.artifacts import Artifact
-from kkiai_pipeline.outputs import content_keys, is_fresh, kept_output, map_urls, reusable_output
+from kkiai_pipeline.catalog import OutputKind
+from kkiai_pipeline.errors import ApiError, DownloadError
+from kkiai_pipeline.outputs import (
+    as_declared,
+    content_keys,
+    is_fresh,
+    kept_output,
+    map_urls,
+    reusable_output,
+)
 
 
 def stamp(ago: timedelta) -> str:
@@ -54,3 +65,66 @@ def test_content_keys_name_files_by_their_bytes() -> None:
     )
     assert by_url == by_data == {"image": f"sha256:{digest}", "n": 2}
     assert content_keys(["https://other/unknown.png"], {}) == ["https://other/unknown.png"]
+
+
+# -- outputs as their models declare them -----------------------------------------------------------
+
+U = "https://x/0.png"
+
+
+def declared(output: object, kind: OutputKind | None = "list", **caps: int) -> object:
+    return as_declared(output, kind, **{"max_depth": 4, "max_files": 3, **caps})
+
+
+def test_outputs_take_their_models_declared_kind() -> None:
+    assert declared([U], "single") == U  # the vendor page's {"data": [{"url": ...}]} answer
+    assert declared(U, "single") == U
+    assert declared(U, "list") == [U]
+    assert declared([U, U], "list") == [U, U]
+    assert declared({"a": U}, None) == {"a": U}
+
+
+@pytest.mark.parametrize(
+    ("output", "kind", "message"),
+    [
+        ([U, U], "single", "holds 2 files, but the model gives one"),
+        (
+            ["file:///etc/passwd"],
+            "list",
+            "holds a 'file:' URL (only http(s) and data: outputs can be fetched) as its file 1",
+        ),
+        (
+            [U, "ftp://x/y"],
+            "list",
+            "holds a 'ftp:' URL (only http(s) and data: outputs can be fetched) as its file 2",
+        ),
+        (
+            ["javascript:alert(1)"],
+            "list",
+            "holds a 'javascript:' URL (only http(s) and data: outputs can be fetched) as its file 1",
+        ),
+        (["hello\x1b[2J"], "list", "holds 'hello' (not a URL) as its file 1"),
+        ([U, 5], "list", "holds a int as its file 2"),
+        ([U, None], "list", "holds null as its file 2"),
+        ([[[[[U]]]]], "list", "nests deeper than 4 levels (api.max_output_depth)"),
+        ([U] * 4, "list", "holds more than 3 files (api.max_output_files)"),
+    ],
+)
+def test_unusable_outputs_fail_clearly(output: object, kind: OutputKind, message: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        declared(output, kind)
+    assert str(caught.value) == f"the prediction's output {message}; nothing was downloaded"
+
+
+@pytest.mark.parametrize("output", [None, [], {}, [[], {}]])
+def test_an_output_without_files_is_a_download_error(output: object) -> None:
+    with pytest.raises(DownloadError, match=r"^the prediction succeeded, but its output holds no file$"):
+        declared(output)
+
+
+def test_a_deep_output_is_refused_without_recursion() -> None:
+    deep: object = U
+    for _ in range(50_000):
+        deep = [deep]
+    with pytest.raises(ApiError, match="nests deeper than 4 levels"):
+        declared(deep)

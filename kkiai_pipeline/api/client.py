@@ -15,6 +15,11 @@ retries and rate-limits:
   :mod:`.ratelimit`; a sweep over several processes must divide the rates between them). A 429 pauses
   the bucket for everyone.
 
+Answers are not trusted: a body larger than ``max_response_bytes``, nested deeper than JSON parsing can
+safely go, or slower in total than the request's timeouts allow is refused like a failed request (for a
+create, as ambiguous: a prediction may exist); ids must match :data:`PREDICTION_ID`. A poll whose answer
+cannot be used ends the wait, and the prediction is canceled first: nothing more can be learnt of it.
+
 Sleeping, the monotonic clock and the jitter are injectable, so tests run in milliseconds.
 """
 
@@ -39,8 +44,15 @@ import httpx
 
 from .. import secrets
 from ..errors import ApiError, ConfigError, DeadlineExceeded, KkiaiError
-from .errors import ambiguous_create, error_from_exception, error_from_response, json_or_none, response_reason
-from .prediction import Prediction, parse_prediction, parse_timestamp
+from .errors import (
+    ambiguous_create,
+    clean_text,
+    error_from_exception,
+    error_from_response,
+    json_or_none,
+    response_reason,
+)
+from .prediction import PREDICTION_ID, Prediction, parse_prediction, parse_timestamp
 from .ratelimit import RateLimits, shared_limits
 from .retries import RetryPolicy, Verdict, exception_verdict, server_delay, status_verdict
 
@@ -48,15 +60,27 @@ log = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 60  # the API holds a create at most this long with Prefer: wait
 MIN_CANCEL_AFTER_SECONDS = 5  # the API's shortest Cancel-After
-PREDICTION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # checked before any URL is built from an id
 KEEPALIVE_SECONDS = 4.0
 MAX_LIST_PAGES = 50  # of 100 predictions each, when looking for a lost create
 LONG_WAIT_SECONDS = 5.0  # a 429 pause longer than this is shown on the console, not only in run.log
+ENVELOPE_DEPTH = 8  # JSON nesting an answer may have besides its output's (a list page's item is 3 deep)
+MAX_CLOCK_OFFSET = 30 * 86400.0  # a Date header further off than this is not believed
+CANCEL_SECONDS = 1.5  # a cancel after an unusable answer gets this long
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 Update = Callable[[Prediction], Awaitable[None]]
 OnSend = Callable[[], Awaitable[None]]
+
+
+_AT_LEAST_ONE = (
+    "max_attempts",
+    "burst",
+    "max_response_bytes",
+    "max_output_depth",
+    "max_output_files",
+    "max_downloads_in_flight",
+)
 
 
 @dataclass(frozen=True)
@@ -78,12 +102,22 @@ class ClientOptions:
     burst: int = 10  # requests that may go at once before the rate applies
     list_lag_seconds: float = 60.0  # how late the API's list of predictions may show a new one
     clock_skew_seconds: float = 300.0  # tolerated difference between our clock and the server's
+    # Caps on what the API's answers may make us do (a hostile or broken server cannot exhaust us).
+    max_response_bytes: int = 16 * 1024 * 1024  # one answer's body, decoded
+    max_output_depth: int = 16  # nesting of a prediction's output (lists and dicts in each other)
+    max_output_files: int = 1000  # files in one prediction's output
+    max_downloads_in_flight: int = 16  # output files fetched at once, in the whole process
+    download_timeout: float = 600.0  # one prediction's downloads in all (and never past the step's timeout)
+    # Output URLs on loopback, private or link-local addresses: None allows them only when the API is on
+    # such an address itself (the emulator, a local proxy).
+    allow_private_outputs: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigError(f"api.max_attempts must be at least 1, not {self.max_attempts}")
-        if self.burst < 1:
-            raise ConfigError(f"api.burst must be at least 1, not {self.burst}")
+        for name in _AT_LEAST_ONE:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"api.{name} must be at least 1, not {getattr(self, name)}")
+        if not self.download_timeout > 0:
+            raise ConfigError(f"api.download_timeout must be > 0, not {self.download_timeout}")
 
     def retry_policy(self) -> RetryPolicy:
         """The retry settings alone (the downloader takes these too)."""
@@ -128,6 +162,10 @@ class _Attempts:
 class _Retry(NamedTuple):
     delay: float
     reason: str
+
+
+class _UnusableAnswer(ApiError):
+    """An answer that cannot be used: too large, too deep, not a prediction, a malformed id."""
 
 
 class _DeadlineReached(Exception):
@@ -276,8 +314,9 @@ class PredictionsClient:
                 if not isinstance(item, dict):
                     continue
                 if item.get("version") in (version_hash, version) and _canonical(item.get("input")) == wanted:
-                    return parse_prediction(item)
-                created = parse_timestamp(item.get("created_at"))
+                    return _listed(item)
+                created_at = item.get("created_at")
+                created = parse_timestamp(created_at) if isinstance(created_at, str) else None
                 older = older or (created is not None and created < since)
             cursor = _cursor(body.get("next"))
             if cursor is None or older:  # the newest-first list has passed the window
@@ -300,7 +339,11 @@ class PredictionsClient:
                 raise ApiError("the API returned an unfinished prediction without an id", status_code=0)
             await self._poll_pause(prediction, delay, deadline)
             delay = min(delay * 1.5, self.options.max_poll_interval)
-            latest = await self._poll(prediction, prediction.id, deadline)
+            try:
+                latest = await self._poll(prediction, prediction.id, deadline)
+            except _UnusableAnswer:
+                await self._abandon(prediction.id)
+                raise
             if on_update is not None and latest.status != prediction.status:
                 await on_update(latest)
             prediction = latest
@@ -315,17 +358,27 @@ class PredictionsClient:
         await self._sleep(delay)
 
     async def _poll(self, prediction: Prediction, prediction_id: str, deadline: float | None) -> Prediction:
+        path = f"/predictions/{_checked_id(prediction_id)}"
         try:
-            return await self._prediction("GET", f"/predictions/{prediction_id}", deadline=deadline)
+            return await self._prediction("GET", path, deadline=deadline)
         except _DeadlineReached as exc:
             raise _past_deadline(prediction, exc.reason) from exc
+
+    async def _abandon(self, prediction_id: str) -> None:
+        """Cancel a prediction whose answers cannot be used (best effort, briefly): it would run on,
+        billed, with no one following it."""
+        log.warning("canceling prediction %s: the API's answers about it cannot be used", prediction_id)
+        try:
+            await asyncio.wait_for(self.cancel(prediction_id), CANCEL_SECONDS)
+        except (KkiaiError, asyncio.TimeoutError) as exc:
+            log.error("could not cancel prediction %s: %s", prediction_id, exc)
 
     async def _prediction(self, method: str, path: str, **kwargs: Any) -> Prediction:
         response = await self._request(method, path, **kwargs)
         try:
             return parse_prediction(response.json())
         except ValueError as exc:
-            raise ApiError(
+            raise _UnusableAnswer(
                 f"{method} {path}: unexpected answer from the API: {exc}", status_code=response.status_code
             ) from exc
 
@@ -362,16 +415,69 @@ class PredictionsClient:
         self.stats.requests += 1
         if create:
             self.stats.creates += 1
-        response = await self._http.request(method, self.base_url + path, **kwargs)
+        request = self._http.build_request(method, self.base_url + path, **kwargs)
+        budget = self._budget(kwargs.get("timeout"))
+        try:
+            response = await asyncio.wait_for(self._exchange(request), budget)
+        except asyncio.TimeoutError:
+            # Trickled headers or body: each read was in time, the whole was not. Treated as the read
+            # timeout it amounts to (retried if safe, ambiguous for a create).
+            raise httpx.ReadTimeout(f"the answer took longer than {budget:g} s", request=request) from None
         self._note_clock(response)
+        problem = self._unusable(response)
+        if problem is not None:
+            if create:
+                self.stats.ambiguous_creates += 1
+                raise ambiguous_create(request, reason=problem, status_code=response.status_code)
+            raise _UnusableAnswer(f"{method} {path}: {problem}", status_code=response.status_code)
         return response
 
+    async def _exchange(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and read its body, stopping at ``max_response_bytes`` (+1 to tell)."""
+        response = await self._http.send(request, stream=True)
+        cap = self.options.max_response_bytes
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > cap:
+                    break
+        finally:
+            await response.aclose()
+        response._content = b"".join(chunks)  # what aread() would have set, bounded
+        return response
+
+    def _unusable(self, response: httpx.Response) -> str | None:
+        """Why an answer must not be parsed, or None."""
+        cap = self.options.max_response_bytes
+        if len(response.content) > cap:
+            return f"its answer is larger than {cap} bytes (api.max_response_bytes)"
+        limit = self.options.max_output_depth + ENVELOPE_DEPTH
+        if nested_deeper(response.content, limit):
+            return f"its answer is nested deeper than {limit} levels (api.max_output_depth)"
+        return None
+
+    def _budget(self, timeout: Any) -> float:
+        """The longest a whole exchange may take: the request's connect and read timeouts, plus a
+        margin (httpx applies its read timeout to each read, so a trickle would never end)."""
+        connect, read = self.options.connect_timeout, self.options.read_timeout
+        if isinstance(timeout, httpx.Timeout):
+            connect, read = timeout.connect or connect, timeout.read or read
+        return connect + read + 1.0
+
     def _note_clock(self, response: httpx.Response) -> None:
-        """Keep the server's clock against ours, from its ``Date`` header (1 s resolution)."""
+        """Keep the server's clock against ours, from its ``Date`` header (1 s resolution).
+
+        A date further off than MAX_CLOCK_OFFSET is ignored: it would push the lookup windows of lost
+        creates past what dates can represent, and no real server is that wrong."""
         date = response.headers.get("date")
         if date:
             with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
-                self.server_offset = parsedate_to_datetime(date).timestamp() - time.time()
+                offset = parsedate_to_datetime(date).timestamp() - time.time()
+                if abs(offset) <= MAX_CLOCK_OFFSET:
+                    self.server_offset = offset
 
     def _after_exception(self, exc: httpx.TransportError, state: _Attempts) -> _Retry:
         """The pause before retrying after ``exc``, or raise the error to give up with."""
@@ -471,17 +577,54 @@ def _past_deadline(prediction: Prediction, failing: str | None = None) -> Deadli
 
 
 def _checked_id(prediction_id: str) -> str:
-    if not PREDICTION_ID.fullmatch(prediction_id):
-        raise ApiError(f"refusing a malformed prediction id {prediction_id[:40]!r}", status_code=0)
+    if not isinstance(prediction_id, str) or not PREDICTION_ID.fullmatch(prediction_id):
+        shown = clean_text(repr(prediction_id)[:40])
+        raise ApiError(f"refusing a malformed prediction id {shown}", status_code=0)
     return prediction_id
+
+
+def _listed(item: Mapping[str, Any]) -> Prediction:
+    """The prediction a list page shows for a lost create; ApiError if it cannot be followed."""
+    try:
+        return parse_prediction(item)
+    except ValueError as exc:
+        raise ApiError(
+            f"the API's list shows the lost create's prediction, but {exc}: it cannot be followed",
+            status_code=0,
+        ) from exc
 
 
 def _cursor(next_url: Any) -> str | None:
     """The ``cursor`` of a list page's ``next`` URL (whatever host it names)."""
     if not isinstance(next_url, str):
         return None
-    values = parse_qs(urlsplit(next_url).query).get("cursor")
-    return values[0] if values else None
+    try:
+        values = parse_qs(urlsplit(next_url).query).get("cursor")
+    except ValueError:  # e.g. a malformed IPv6 host: no cursor to take
+        return None
+    return values[0] if values and len(values[0]) <= 1000 else None
+
+
+_JSON_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def nested_deeper(body: bytes, limit: int) -> bool:
+    """Whether JSON ``body`` nests lists and objects more than ``limit`` deep (unbalanced brackets
+    count as too deep). Parsing deeper nesting could exhaust the recursion limit; this looks without
+    parsing, in a few passes of C-speed byte operations."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    skeleton = _JSON_STRINGS.sub(b"", body).translate(None, _NOT_BRACKETS)
+    skeleton = skeleton.replace(b"{", b"[").replace(b"}", b"]")
+    for _ in range(limit):
+        inner = skeleton.replace(b"[]", b"")  # every innermost pair: one level per pass
+        if not inner:
+            return False
+        if len(inner) == len(skeleton):
+            return True  # unbalanced
+        skeleton = inner
+    return bool(skeleton)
 
 
 def _canonical(value: Any) -> str:

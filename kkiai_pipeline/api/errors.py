@@ -3,11 +3,15 @@ become ApiError, httpx transport exceptions become TransportError or AmbiguousCr
 
 An answer may echo the request, ``Authorization`` header included: whatever is taken from it (title,
 detail, body, the fields of a 422) is redacted (:func:`kkiai_pipeline.secrets.redact`) before it is
-kept or shown.
+kept or shown. Text the API sends (an error's title and detail, a prediction's error and logs, a
+reason phrase) is untrusted: :func:`clean_text` strips terminal escapes and control characters from
+it before it can reach a message, a log line or the terminal, where it could recolour, retitle or
+forge lines.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -24,6 +28,31 @@ _HINTS = {
 # Broken after the request went out (timeouts aside): the server was reached, so "cannot reach" would lie.
 _BROKEN = (httpx.ReadError, httpx.WriteError, httpx.CloseError, httpx.RemoteProtocolError)
 
+MAX_TEXT = 2000  # characters of one piece of API text kept in a message
+# ANSI escape sequences whole (CSI, OSC up to its terminator, and two-character ESC sequences), so no
+# half of one is left to be read as text.
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]?|\x9b[0-?]*[ -/]*[@-~]?"  # CSI, 7- and 8-bit
+    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC (window titles, hyperlinks)
+    r"|\x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?"  # DCS, SOS, PM, APC strings
+    r"|\x1b.?",
+    re.DOTALL,
+)
+# C0 and C1 controls, DEL, and the invisible characters that reorder or split text (bidi overrides,
+# line and paragraph separators).
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_LINE_CONTROLS = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def clean_text(text: str, *, limit: int = MAX_TEXT, lines: bool = False) -> str:
+    """``text`` from the API, safe to print or log: escape sequences removed, control characters
+    replaced by spaces (``lines`` keeps line breaks, for logs), at most ``limit`` characters."""
+    text = _ESCAPES.sub("", text[: limit * 4])  # bounded work, whatever the API sent
+    text = _LINE_CONTROLS.sub(" ", text.replace("\r\n", "\n")) if lines else _CONTROLS.sub(" ", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 def error_from_response(response: httpx.Response, *, attempts: int = 1) -> ApiError:
     """A clear ApiError for an error response; ``ValidationFailed`` for 422 with ``invalid_fields``."""
@@ -31,15 +60,17 @@ def error_from_response(response: httpx.Response, *, attempts: int = 1) -> ApiEr
     title = _field(body, "title")
     detail = _field(body, "detail")
     status = response.status_code
-    summary = ": ".join(p for p in (title, detail) if p) or redact(response.reason_phrase) or "error"
+    summary = ": ".join(p for p in (title, detail) if p) or redact(_reason_phrase(response)) or "error"
     message = f"the API answered {status} to {_what(response.request)}: {summary}"
     if status in _HINTS:
         message += f" ({_HINTS[status]})"
     message += _gave_up(attempts)
     invalid = body.get("invalid_fields") if isinstance(body, dict) else None
     if status == 422 and isinstance(invalid, list):
-        fields = "; ".join(
-            f"{f.get('field')}: {f.get('description')}" for f in invalid if isinstance(f, dict)
+        fields = clean_text(
+            "; ".join(
+                f"{f.get('field')}: {f.get('description')}" for f in invalid[:50] if isinstance(f, dict)
+            )
         )
         if fields:
             message += f" [{fields}]"
@@ -52,12 +83,13 @@ def error_from_response(response: httpx.Response, *, attempts: int = 1) -> ApiEr
 def error_from_exception(exc: httpx.TransportError, *, base_url: str, attempts: int = 1) -> TransportError:
     """A TransportError naming the request that could not be completed (never the token)."""
     name = type(exc).__name__
+    said = clean_text(str(exc))  # a protocol error may quote what the server sent
     if isinstance(exc, httpx.TimeoutException):
         message = f"{_what(exc.request, full=True)} timed out: {name}"
     elif isinstance(exc, _BROKEN):
-        message = f"{_what(exc.request, full=True)} failed: the connection broke ({name}: {exc})"
+        message = f"{_what(exc.request, full=True)} failed: the connection broke ({name}: {said})"
     else:
-        message = f"cannot reach {base_url}: {exc or name}"
+        message = f"cannot reach {base_url}: {said or name}"
     return TransportError(redact(message + _gave_up(attempts)))
 
 
@@ -76,7 +108,7 @@ def ambiguous_create(
 
 def response_reason(response: httpx.Response) -> str:
     """What an error answer was, in a few words: ``the API answered 502 Bad Gateway``."""
-    return redact(f"the API answered {response.status_code} {response.reason_phrase}".rstrip())
+    return redact(f"the API answered {response.status_code} {_reason_phrase(response)}".rstrip())
 
 
 def json_or_none(response: httpx.Response) -> Any:
@@ -97,5 +129,9 @@ def _gave_up(attempts: int) -> str:
 
 def _field(body: Any, name: str) -> str | None:
     if isinstance(body, dict) and body.get(name) is not None:
-        return str(body[name]).strip()
+        return clean_text(str(body[name])).strip()
     return None
+
+
+def _reason_phrase(response: httpx.Response) -> str:
+    return clean_text(response.reason_phrase, limit=80)

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from kkiai_pipeline.api.prediction import output_urls, parse_prediction, parse_timestamp
+from kkiai_pipeline.api.prediction import nodes, output_urls, parse_prediction, parse_timestamp
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,53 @@ def test_a_body_without_status_is_refused() -> None:
 
 def test_aborted_is_terminal() -> None:
     assert parse_prediction({"id": "x", "status": "aborted"}).terminal
+
+
+# -- answers that are not to be trusted -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"id": "../../admin", "status": "starting"}, "its prediction id '../../admin' is malformed"),
+        ({"id": "a\nb", "status": "starting"}, r"its prediction id 'a\nb' is malformed"),
+        ({"id": {"x": 1}, "status": "starting"}, "its prediction id {'x': 1} is malformed"),
+        ({"id": True, "status": "starting"}, "its prediction id True is malformed"),
+        ({"id": "p", "status": 5}, "its status is no string"),
+        ({"id": "p", "status": ""}, "its status is no string"),
+        ({"created": 0, "data": [], "id": "../x"}, "its prediction id '../x' is malformed"),
+    ],
+)
+def test_malformed_answers_are_refused(body: object, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_prediction(body)
+    assert str(caught.value) == message
+
+
+def test_text_fields_are_cleaned_and_odd_fields_ignored() -> None:
+    p = parse_prediction(
+        {
+            "id": 42,
+            "status": "failed\x1b[31m",
+            "error": "boom\n\x1b]0;title\x07INFO forged",
+            "logs": "line 1\r\nline \x1b[2J2\n",
+            "metrics": "fast",
+            "created_at": "\x1b[2J2024-01-01T00:00:00Z",
+        }
+    )
+    assert (p.id, p.status, p.error, p.logs) == ("42", "failed", "boom INFO forged", "line 1\nline 2\n")
+    assert (p.metrics, p.created_at) == ({}, "2024-01-01T00:00:00Z")
+
+
+@pytest.mark.parametrize("created", [1e308, float("nan"), -1e20, "soon", True])
+def test_the_vendor_shape_survives_any_created(created: object) -> None:
+    p = parse_prediction({"created": created, "data": [{"url": "https://x/a.png"}, 5, {}]})
+    assert (p.status, p.output, p.created_at) == ("succeeded", ["https://x/a.png", 5, None], None)
+
+
+def test_output_urls_walks_any_depth_without_recursion() -> None:
+    deep: object = "https://x/a.png"
+    for _ in range(100_000):
+        deep = [deep]
+    assert output_urls(deep) == ["https://x/a.png"]
+    assert [depth for _, depth in nodes([["a"], "b"])] == [1, 2, 3, 2]

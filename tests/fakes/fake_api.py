@@ -13,6 +13,13 @@ Routes: ``POST /v1/predictions`` (``Prefer: wait=N``, ``Cancel-After``), ``GET /
 Every misbehaviour is a field of :class:`Knobs`, settable at any time from the test's thread;
 the ``creates_*`` ones apply to the next N creates (the prediction is made, the answer is what breaks).
 Everything the server saw is counted in :class:`Counters`.
+
+Hostile answers: ``Knobs.rewrite`` maps a route (``create``, ``get``, ``cancel``, ``list``, ``file``) to
+a function that sees what was asked (:class:`Ask`: the normal answer's JSON, the model, how many times
+the route was asked) and may return an :class:`Answer` to send instead: any status, reason phrase,
+headers, a lying ``Content-Length``, any bytes, trickled as slowly as wanted. The request takes effect
+first (a create creates). Requests for paths outside the API's and the file host's are counted as
+``stray`` (with the token: ``stray_with_auth``) and answered 404.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import string
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -82,6 +90,60 @@ class KillHook:
 
 
 @dataclass
+class Ask:
+    """What a hostile rewrite sees: the route, the request's path, the normal answer's JSON (for a
+    file: its prediction's), the prediction's model, and how often the route was asked (1 = first)."""
+
+    route: str
+    path: str
+    view: dict[str, Any] | None
+    model: str | None
+    number: int
+
+
+@dataclass
+class Answer:
+    """A raw answer sent instead of the normal one; the connection is closed after it.
+
+    ``content_length``: ``"auto"`` is the body's length, None leaves the header out (the body ends when
+    the connection closes), a number is sent as it is (a lie, if it differs). ``trickle`` seconds pass
+    between chunks of ``chunk`` bytes, from the start of the answer (its status line and headers
+    too) or, with ``trickle_body_only``, once the headers are out.
+    """
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str | None = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    reason: bytes = b"OK"
+    content_length: int | str | None = "auto"
+    trickle: float = 0.0
+    chunk: int = 1
+    trickle_body_only: bool = True
+
+    def wire(self) -> tuple[bytes, bytes]:
+        """(status line and headers, body) as bytes."""
+        lines = [b"HTTP/1.1 %d %s" % (self.status, self.reason)]
+        headers = list(self.headers)
+        if self.content_type is not None:
+            headers.append(("content-type", self.content_type))
+        if self.content_length is not None:
+            length = len(self.body) if self.content_length == "auto" else self.content_length
+            headers.append(("content-length", str(length)))
+        headers.append(("connection", "close"))
+        lines += [f"{k}: {v}".encode("latin-1") for k, v in headers]
+        return b"\r\n".join(lines) + b"\r\n\r\n", self.body
+
+
+Rewrite = Callable[[Ask], "Answer | None"]
+
+
+def json_answer(data: Any, status: int = 200, **options: Any) -> Answer:
+    """An Answer whose body is ``data`` as JSON."""
+    return Answer(status=status, body=json.dumps(data).encode(), **options)
+
+
+@dataclass
 class Knobs:
     """How the server behaves; every field may be changed while it runs."""
 
@@ -104,6 +166,7 @@ class Knobs:
     file_failure_status: int = 500
     data_ttl: float | None = None  # this long after completing, output and files are removed
     kill: KillHook | None = None
+    rewrite: dict[str, Rewrite] = field(default_factory=dict)  # route -> hostile answers (see Answer)
 
 
 @dataclass
@@ -120,6 +183,11 @@ class Counters:
     lists: int = 0
     file_gets: int = 0
     file_gets_with_auth: int = 0  # the token must never travel to a file host
+    asked: Counter[str] = field(default_factory=Counter)  # by route: create, get, cancel, list, file
+    rewritten: int = 0  # hostile answers sent
+    stray: int = 0  # requests for paths that are neither the API's nor the file host's
+    stray_with_auth: int = 0
+    stray_paths: list[str] = field(default_factory=list)
 
     def duplicates(self) -> int:
         """Creates beyond one per distinct (version, input): what a careful client never pays for."""
@@ -162,6 +230,8 @@ class _Reply:
     body: bytes = b""
     content_type: str = "application/json"
     drop: bool = False  # close the connection instead of answering
+    raw: Answer | None = None  # a hostile answer, sent as it is
+    fault: bool = False  # a create_* knob broke this answer (no rewrite replaces it)
 
 
 class FakeApi:
@@ -255,6 +325,9 @@ class FakeApi:
                     if hook is not None and hook.at == number:
                         self._fire(hook)
                     return
+                if reply.raw is not None:
+                    await self._send_raw(writer, reply.raw)
+                    return
                 await self._send(conn, writer, reply)
                 if hook is not None and hook.at == number:
                     self._fire(hook)
@@ -295,6 +368,24 @@ class FakeApi:
         await writer.drain()
 
     @staticmethod
+    async def _send_raw(writer: asyncio.StreamWriter, answer: Answer) -> None:
+        head, body = answer.wire()
+        if answer.trickle <= 0:
+            writer.write(head + body)
+            await writer.drain()
+            return
+        if answer.trickle_body_only:
+            writer.write(head)
+            await writer.drain()
+            rest = body
+        else:
+            rest = head + body
+        for start in range(0, len(rest), max(answer.chunk, 1)):
+            writer.write(rest[start : start + max(answer.chunk, 1)])
+            await writer.drain()
+            await asyncio.sleep(answer.trickle)
+
+    @staticmethod
     def _fire(hook: KillHook) -> None:
         hook.fired = True
         with contextlib.suppress(ProcessLookupError):
@@ -303,21 +394,64 @@ class FakeApi:
     # -- routes -----------------------------------------------------------------------------------------
 
     async def _handle(self, request: h11.Request, body: bytes) -> _Reply:
+        route: list[str] = []
+        reply = await self._route(request, body, route)
+        if not route:
+            return reply
+        name, path = route[0], request.target.decode("latin-1")
+        rewrite = self.knobs.rewrite.get(name)
+        with self._lock:
+            self.counters.asked[name] += 1
+            number = self.counters.asked[name]
+        if rewrite is None:
+            return reply
+        view = self._view_for(name, path, reply)
+        prediction = self._predictions.get(str(view.get("id"))) if view else None
+        answer = rewrite(Ask(name, path, view, prediction.model if prediction else None, number))
+        if answer is None:
+            return reply
+        with self._lock:
+            self.counters.rewritten += 1
+        return _Reply(answer.status, raw=answer)
+
+    def _view_for(self, name: str, path: str, reply: _Reply) -> dict[str, Any] | None:
+        """The JSON a rewrite sees: the normal answer's, or for a file its prediction's."""
+        if name == "file":
+            parts = urlsplit(path).path.strip("/").split("/")
+            prediction = self._predictions.get(parts[1]) if len(parts) > 1 else None
+            return self._view(prediction) if prediction is not None else None
+        try:
+            data = json.loads(reply.body)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def _route(self, request: h11.Request, body: bytes, route: list[str]) -> _Reply:
+        """The normal answer; ``route`` gets the route's name when the request is one of the API's."""
         method = request.method.decode()
         url = urlsplit(request.target.decode())
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
         parts = url.path.strip("/").split("/")
         if parts[0] == "files" and method == "GET" and len(parts) == 3:
+            route.append("file")
             return self._file(parts[1], parts[2], authorized="authorization" in headers)
         if parts[0] != "v1" or len(parts) < 2 or parts[1] != "predictions":
+            with self._lock:
+                self.counters.stray += 1
+                self.counters.stray_with_auth += "authorization" in headers
+                self.counters.stray_paths.append(url.path)
             return _problem(404, "Not found")
         if headers.get("authorization") != f"Bearer {self.knobs.token}":
             with self._lock:
                 self.counters.rejected += 1
             return _problem(401, "You did not pass a valid authentication token", title="Unauthenticated")
         if len(parts) == 2 and method == "POST":
-            return await self._create(body, headers)
+            reply = await self._create(body, headers)
+            if reply.status < 400 and not reply.fault:  # made: a hostile answer may replace this one
+                route.append("create")
+            return reply
         if len(parts) == 2 and method == "GET":
+            route.append("list")
             return self._list(parse_qs(url.query))
         prediction = self._predictions.get(parts[2]) if len(parts) > 2 else None
         if prediction is None:
@@ -325,8 +459,10 @@ class FakeApi:
         if len(parts) == 3 and method == "GET":
             with self._lock:
                 self.counters.gets += 1
+            route.append("get")
             return _json(200, self._view(prediction))
         if len(parts) == 4 and parts[3] == "cancel" and method == "POST":
+            route.append("cancel")
             return self._cancel(prediction)
         return _problem(404, "Not found")
 
@@ -351,7 +487,12 @@ class FakeApi:
         if wait:
             await self._hold(prediction, float(wait.group(1) or 60))
         fault = self._create_fault()
-        view = self._view(prediction)
+        reply = self._create_reply(fault, self._view(prediction))
+        reply.fault = fault is not None
+        return reply
+
+    @staticmethod
+    def _create_reply(fault: str | None, view: dict[str, Any]) -> _Reply:
         if fault == "500":
             return _problem(500, "Internal server error")
         if fault == "dropped":
@@ -419,7 +560,8 @@ class FakeApi:
             return _problem(self.knobs.list_status, "Not found")
         now = time.monotonic()
         after = _parse_time(query.get("created_after", [""])[0])
-        cursor = int(query.get("cursor", ["0"])[0] or 0)
+        text = query.get("cursor", ["0"])[0]
+        cursor = int(text) if text.isdigit() else 0
         visible = [
             p
             for p in sorted(self._predictions.values(), key=lambda p: -p.seq)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .fake_api import TOKEN, FakeApi, canonical
+from .fake_api import TOKEN, Answer, Ask, FakeApi, canonical, json_answer
 
 SDXL = "stability-ai/sdxl:7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc"
 REMBG = "cjwbw/rembg:fb8af171cfa1616ddcf1242c093f9c46bcada5ad4cf6f2fbe8b81b330ec5c003"
@@ -242,3 +242,46 @@ def test_the_kill_hook_kills_the_process_at_request_k(fake: FakeApi, api: httpx.
     finally:
         victim.kill()
         victim.wait()
+
+
+def test_a_rewrite_replaces_a_route_s_answer_after_the_request_took_effect(
+    fake: FakeApi, api: httpx.Client
+) -> None:
+    seen: list[Ask] = []
+
+    def hostile(ask: Ask) -> Answer | None:
+        seen.append(ask)
+        return Answer(status=201, reason=b"Made", body=b'{"id": "../x"}', headers=[("x-evil", "1")])
+
+    fake.knobs.rewrite = {"create": hostile}
+    answer = create(api)
+    assert (answer.status_code, answer.reason_phrase, answer.json()) == (201, "Made", {"id": "../x"})
+    assert answer.headers["x-evil"] == "1"
+    assert fake.counters.creates == 1 and fake.counters.rewritten == 1  # made, then answered badly
+    [ask] = seen
+    assert (ask.route, ask.path, ask.model, ask.number) == (
+        "create",
+        "/v1/predictions",
+        "stability-ai/sdxl",
+        1,
+    )
+    assert ask.view is not None and ask.view["status"] == "starting"
+    fake.knobs.rewrite = {"get": lambda ask: json_answer({"status": "odd"}) if ask.number == 1 else None}
+    [prediction_id] = fake.prediction_ids()
+    assert api.get(f"/predictions/{prediction_id}").json() == {"status": "odd"}
+    assert api.get(f"/predictions/{prediction_id}").json()["id"] == prediction_id
+
+
+def test_a_trickled_answer_with_a_lying_length(fake: FakeApi, api: httpx.Client) -> None:
+    fake.knobs.rewrite = {"list": lambda ask: Answer(body=b"{}", content_length=10, trickle=0.01)}
+    with pytest.raises(httpx.RemoteProtocolError):
+        api.get("/predictions")
+
+
+def test_requests_outside_the_api_are_counted_as_stray(fake: FakeApi, api: httpx.Client) -> None:
+    assert api.get(f"{fake.origin}/admin/users").status_code == 404
+    assert (fake.counters.stray, fake.counters.stray_with_auth, fake.counters.stray_paths) == (
+        1,
+        1,
+        ["/admin/users"],
+    )
