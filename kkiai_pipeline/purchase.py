@@ -300,10 +300,11 @@ class Purchaser:
     # -- following ---------------------------------------------------------------------------------
 
     async def _follow(self, order: Order, prediction: Prediction, *, how: How) -> Receipt:
+        deadline = time.monotonic() + order.timeout  # for the prediction and its downloads together
         backend = self.backends[order.backend]
         prediction = _settled(prediction, streams=order.streams)
         try:
-            prediction = await backend.wait(prediction, deadline=time.monotonic() + order.timeout)
+            prediction = await backend.wait(prediction, deadline=deadline)
         except DeadlineExceeded as exc:
             reason = f"canceled after the step's timeout of {order.timeout:g} s"
             prediction = dataclasses.replace(await self._cancel(order, exc.prediction), error=reason)
@@ -325,7 +326,7 @@ class Purchaser:
             metrics=dict(prediction.metrics),
             completed_at=prediction.completed_at,
         )
-        return await self._store(order, prediction, how=how)
+        return await self._store(order, prediction, how=how, deadline=deadline)
 
     async def _stop(self, order: Order, prediction: Prediction) -> None:
         """Ctrl-C while a prediction runs: cancel it (or leave it, as configured); the ledger says which."""
@@ -362,7 +363,9 @@ class Purchaser:
             await self._expired(order, prediction)
         if not prediction.terminal:
             return await self._follow(order, prediction, how="reattached")
-        return await self._store(order, prediction, how="recovered")
+        return await self._store(
+            order, prediction, how="recovered", deadline=time.monotonic() + order.timeout
+        )
 
     async def _expired(self, order: Order, prediction: Prediction) -> NoReturn:
         message = (
@@ -372,7 +375,7 @@ class Purchaser:
         await self.ledger.move(order.key.digest, "expired", error=message)
         raise OutputsExpired(message, prediction_id=prediction.id)
 
-    async def _store(self, order: Order, prediction: Prediction, *, how: How) -> Receipt:
+    async def _store(self, order: Order, prediction: Prediction, *, how: How, deadline: float) -> Receipt:
         """Check the output, fetch its files (within the caps of the backend's options) and record them.
 
         The receipt's prediction carries the output in its model's declared kind, which is what later
@@ -388,7 +391,7 @@ class Purchaser:
         allow_private = private_outputs_allowed(
             options.allow_private_outputs if options else None, getattr(backend, "base_url", None)
         )
-        deadline = time.monotonic() + min(limits.download_timeout, order.timeout)
+        deadline = min(deadline, time.monotonic() + limits.download_timeout)  # within the step's timeout
 
         async def fetch(i: int, url: str) -> StoredFile:
             async with slots:

@@ -50,8 +50,9 @@ def canonical(input: Mapping[str, Any]) -> str:
 
 
 def file_bytes(prediction_id: str, index: int) -> bytes:
-    """The content of a prediction's ``index``-th output file: distinct for every prediction."""
-    return f"output {index} of {prediction_id}".encode()
+    """The content of a prediction's ``index``-th output file: distinct for every prediction, and a PNG
+    to anyone who sniffs its type from the magic bytes (as the downloader does)."""
+    return b"\x89PNG\r\n\x1a\n" + f"output {index} of {prediction_id}".encode()
 
 
 @dataclass

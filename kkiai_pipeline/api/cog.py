@@ -67,10 +67,10 @@ import httpx
 from ..errors import ApiError, ConfigError, DeadlineExceeded, KkiaiError, TransportError, ValidationFailed
 from ..secrets import refuse_in_body
 from .backend import OnSend, Update
-from .client import ClientStats
+from .client import ClientStats, nested_deeper
 from .prediction import Prediction, parse_prediction
 from .retries import Verdict, exception_verdict
-from .webhooks import PredictionState, WebhookReceiver, event_within, utc_now
+from .webhooks import MAX_WEBHOOK_DEPTH, PredictionState, WebhookReceiver, event_within, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -605,6 +605,9 @@ def _invalid_field(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _json(response: httpx.Response) -> Any:
+    """The answer's JSON, or None (also for one nested deep enough to exhaust the parser)."""
+    if nested_deeper(response.content, MAX_WEBHOOK_DEPTH):
+        return None
     try:
         return response.json()
     except ValueError:

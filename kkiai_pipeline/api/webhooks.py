@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import secrets
 import time
@@ -31,12 +32,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..sockets import bind
+from .client import nested_deeper
 from .prediction import Prediction
 
 log = logging.getLogger(__name__)
 
 OnWebhook = Callable[[str, Mapping[str, Any]], None]
 STARTUP_TIMEOUT = 10.0
+MAX_WEBHOOK_BYTES = 16 * 1024 * 1024  # a webhook (or Cog answer) larger or deeper than this is refused
+MAX_WEBHOOK_DEPTH = 64
 _RANK = {"starting": 0, "processing": 1}  # any other status is terminal: rank 2
 
 
@@ -198,8 +202,11 @@ class WebhookReceiver:
     async def _receive(self, request: Request) -> Response:
         if not secrets.compare_digest(request.path_params["token"], self._token):
             return Response(status_code=404)
+        raw = await request.body()
+        if len(raw) > MAX_WEBHOOK_BYTES or nested_deeper(raw, MAX_WEBHOOK_DEPTH):
+            return Response("too large or too deeply nested", status_code=413)
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except ValueError:
             return Response("not JSON", status_code=400)
         if not isinstance(body, dict):

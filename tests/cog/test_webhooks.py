@@ -30,6 +30,7 @@ def test_webhooks_reach_the_callback_on_the_callers_loop() -> None:
                 ).status_code,
                 (await http.post(url, content=b"not json")).status_code,
                 (await http.post(url, json=["not", "an", "object"])).status_code,
+                (await http.post(url, content=b"[" * 10_000 + b"]" * 10_000)).status_code,  # hostile depth
             ]
         await receiver.aclose()
         assert received and received[0][2] is asyncio.get_running_loop()
@@ -39,7 +40,7 @@ def test_webhooks_reach_the_callback_on_the_callers_loop() -> None:
 
     assert url.startswith("http://127.0.0.1:")
     assert url.endswith("/p1")
-    assert codes == [200, 404, 400, 400]
+    assert codes == [200, 404, 400, 400, 413]
     assert [(pid, body) for pid, body, _ in received] == [("p1", {"id": "p1", "status": "processing"})]
 
 
