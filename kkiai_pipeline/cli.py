@@ -6,6 +6,7 @@ nothing sent; 130 interrupted.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import re
@@ -13,14 +14,16 @@ import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import discovery, secrets
+from . import discovery, rerun, secrets
 from .dryrun import dry_run
 from .errors import ConfigError, KkiaiError, PipelineError, Problem
 from .orchestrator import Job, Orchestrator, prepare
@@ -29,7 +32,7 @@ from .pipeline import Pipeline, parse_pipeline, read_pipeline_file
 from .rundir import RunRecord
 from .settings import check_command_line, check_pipeline_values, load_settings, refuse
 from .sweep import Sweep, note_error, runs_deferred
-from .terminal import ProgressBar, summary
+from .terminal import ProgressBar, help_page, summary
 
 log = logging.getLogger("kkiai_pipeline")
 
@@ -46,6 +49,11 @@ _TOKEN_ENV_OVERRIDE = re.compile(r"^[+~]{0,2}api\.token_env=")
 
 def main() -> None:
     """Console script ``kkiai-run``."""
+    answer_help_or_version(sys.argv[1:])
+    try:
+        rerun_dir, sys.argv[1:] = rerun.split_args(sys.argv[1:])
+    except ConfigError as exc:
+        refuse(exc)
     refuse_token_words(sys.argv[1:], os.environ)
     if any(_TOKEN_OVERRIDE.match(arg) for arg in sys.argv[1:]):
         # Refuse before Hydra composes anything: it would save the override, token and all, in .hydra/.
@@ -61,6 +69,8 @@ def main() -> None:
         refuse(exc)
     pipelines = discovery.available(discovery.search_path(os.environ, Path.cwd()))
     discovery.register(pipelines, load=discovery.selected(sys.argv[1:], pipelines))
+    if rerun_dir is not None:
+        sys.argv[1:] = start_rerun(rerun_dir, sys.argv[1:])
     orchestrator, sweep = Orchestrator(), Sweep()
 
     @hydra.main(version_base="1.3", config_path=str(shipped_dir("conf")), config_name="config")
@@ -88,6 +98,50 @@ def main() -> None:
         code = sweep.finish(orchestrator=orchestrator)
         if code:
             raise SystemExit(code)
+
+
+def answer_help_or_version(args: Sequence[str]) -> None:
+    """``--help`` (the tool's page, no pipeline= needed) and ``--version``: print, exit 0, before Hydra."""
+    if "--version" in args:
+        try:
+            version = importlib.metadata.version("kkiai-pipeline")
+        except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+            version = "unknown"
+        print(f"kkiai-pipeline {version}")
+        raise SystemExit(0)
+    if "--help" in args or "-h" in args:
+        page = yaml.safe_load((shipped_dir("conf") / "hydra" / "help" / "kkiai.yaml").read_text("utf-8"))
+        pipelines = discovery.available(discovery.search_path(os.environ, Path.cwd()))
+        print(help_page(str(page["template"]), pipelines))
+        raise SystemExit(0)
+
+
+class _Rerun:
+    """Set by ``--rerun``: the pipeline's original file, which file("...") reads relative to."""
+
+    active = False
+    source: Path | None = None
+    run_dir: Path | None = None  # the run repeated
+    words: ClassVar[list[str]] = []  # the overrides that compose its saved config (rerun.Rerun.overrides)
+
+
+def start_rerun(run_dir: Path, args: list[str]) -> list[str]:
+    """Register the saved configuration of ``run_dir``; the command-line words that compose it, then
+    ``args`` (see kkiai_pipeline/rerun.py). Exit 2 if ``run_dir`` holds no run."""
+    try:
+        saved = rerun.load_rerun(run_dir)
+    except ConfigError as exc:
+        refuse(exc)
+    keys = {word.split("=", 1)[0].lstrip("+~") for word in args if "=" in word and not word.startswith("-")}
+    chosen = {key for key in keys if key in saved.choices or key == discovery.GROUP}  # groups: api=...
+    if discovery.GROUP in chosen:
+        refuse(ConfigError(f"{rerun.OPTION} repeats the pipeline of the run; pipeline= cannot be changed"))
+    saved.register(chosen=chosen)
+    _Rerun.active, _Rerun.source, _Rerun.run_dir = True, saved.source, saved.run_dir
+    _Rerun.words = saved.overrides(chosen=chosen)
+    # Hydra's flags (-m, --cfg job, -cd DIR) first: its parser takes the overrides as one run of words.
+    flags = [w for w in args if w.startswith("-") or "=" not in w]
+    return [*flags, *_Rerun.words, *[w for w in args if w not in flags]]
 
 
 def refuse_token_words(args: Sequence[str], environ: Mapping[str, str]) -> None:
@@ -165,15 +219,23 @@ def _run_one(job: Job, orchestrator: Orchestrator) -> RunRecord:
 
 def resume_command(overrides: list[str], run_dir: Path) -> str:
     """The exact command that continues the run in ``run_dir`` with the same overrides."""
+    prefix: list[str] = []
+    if _Rerun.active and overrides[: len(_Rerun.words)] == _Rerun.words:  # the saved config's words
+        prefix, overrides = [rerun.OPTION, str(_Rerun.run_dir)], overrides[len(_Rerun.words) :]
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("resume=", "hydra.run.dir="))]
-    words = ["kkiai-run", *kept, f"hydra.run.dir={run_dir}", "resume=true"]
+    words = ["kkiai-run", *prefix, *kept, f"hydra.run.dir={run_dir}", "resume=true"]
     return " ".join(shlex.quote(w) for w in words)
 
 
 def load_pipeline(cfg: DictConfig, *, name: str) -> Pipeline:
     """The composed ``pipeline`` node (overrides applied) as a Pipeline, checked against its file."""
-    source = discovery.available(discovery.search_path(os.environ, Path.cwd())).get(name)
-    from_file = read_pipeline_file(source) if source is not None else {}  # registered empty: say why
+    if _Rerun.active:  # the saved pipeline: its file may be gone or changed since
+        source, from_file = _Rerun.source, {}
+        log.info("rerun of %s (its saved config)", _Rerun.run_dir)
+    else:
+        source = discovery.available(discovery.search_path(os.environ, Path.cwd())).get(name)
+        from_file = read_pipeline_file(source) if source is not None else {}  # registered empty: say why
+        source = source or found_by_hydra(name)  # Hydra composed it (from_file stays: Hydra read it)
     try:
         data = OmegaConf.to_container(cfg.pipeline, resolve=True)
     except (OmegaConfBaseException, RecursionError) as exc:
@@ -185,3 +247,15 @@ def load_pipeline(cfg: DictConfig, *, name: str) -> Pipeline:
     if "defaults" in from_file:  # never given to Hydra (discovery.register): still an unknown key
         data["defaults"] = from_file["defaults"]
     return parse_pipeline({str(k): v for k, v in data.items()}, source=source, default_name=name)
+
+
+def found_by_hydra(name: str) -> Path | None:
+    """The file ``pipeline/<name>.yaml`` that Hydra found in a folder of its search path
+    (``--config-dir``, ``hydra.searchpath``), so that file("...") reads relative to it; None if none."""
+    for entry in HydraConfig.get().runtime.config_sources:
+        if entry.schema != "file" or not entry.path:
+            continue
+        candidate = Path(entry.path) / discovery.GROUP / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate.resolve()
+    return None

@@ -12,7 +12,8 @@ ends the sweep.
 
 Either way the sweep ends with ``sweep.json`` and ``summary.csv`` at its root (one row a job:
 overrides, status, timings, outputs) and the comparison grid; its exit code is 0 when every job
-succeeded, 2 when a job had bad input, 130 when interrupted, else 1.
+succeeded (or, in a dry run, was planned), 2 when a job had bad input, 130 when interrupted, else 1.
+A sweeper that needs each job's return value (Optuna, Nevergrad, Ax) is refused: :class:`SweeperCheck`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 SWEEP_FILE = "sweep.json"
 SUMMARY_FILE = "summary.csv"
 ERROR_FILE = "error.json"
+PLAN_FILE = "plan.json"  # what a dry run leaves in its directory instead of run.json
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 def runs_deferred() -> bool:
@@ -102,6 +105,28 @@ def end_sweep(sweep_dir: Path, grid_step: str | None, *, interrupted: bool) -> i
     _write_grid(sweep_dir, grid_step)
     print(sweep_table(sweep_dir, jobs), file=sys.stderr)
     return code
+
+
+class SweeperCheck(Callback):
+    """Refuses, before any job, a sweeper other than Hydra's basic one (Optuna, Nevergrad, Ax ...).
+
+    Those choose the next jobs from the value each job returns. Here a job under the basic launcher
+    returns as soon as it is planned (it runs with the others when the multirun ends), and a launched
+    job returns its exit code: an optimiser would see no objective and report a meaningless best.
+    Registered first in ``conf/config.yaml`` under ``hydra.callbacks``.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        target = config.hydra.sweeper.get("_target_")
+        if target != BASIC_SWEEPER:
+            print(
+                f"kkiai-run: error: the sweeper {target} picks its jobs from the values they return, and a "
+                "kkiai-run job returns no objective (its jobs run together after the sweep is planned). "
+                "Use Hydra's basic sweeper (the default): list or range the values to try, e.g. "
+                "pipeline.params.x=1,2,3. Nothing was run",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
 
 
 class SweepCallback(Callback):
@@ -217,6 +242,8 @@ def _job_summary(
     }
     run = read_record(job_dir).record
     if run is None:
+        if not error and (job_dir / PLAN_FILE).is_file():  # a dry run: checked and planned, nothing sent
+            summary["status"] = "planned"
         return summary
     failed = [f"{sid}: {step.error}" for sid, step in run.steps.items() if step.error]
     summary.update(
@@ -242,8 +269,10 @@ def write_sweep_files(sweep_dir: Path, jobs: list[dict[str, Any]], *, interrupte
     elif "error" in statuses:
         code = 2
     else:
-        code = 0 if statuses <= {"succeeded"} else 1
+        code = 0 if statuses <= {"succeeded", "planned"} else 1
     status = {0: "succeeded", 130: "canceled"}.get(code, "failed")
+    if code == 0 and statuses == {"planned"}:
+        status = "planned"
     write_json_atomic(sweep_dir / SWEEP_FILE, {"status": status, "exit_code": code, "jobs": jobs})
     columns = [
         "job",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import string
 import sys
 from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TextIO
 
 from tqdm import tqdm
 
+from . import pipeline_yaml
 from .rundir import RunRecord, StepRecord
 
 FAILED = frozenset({"failed", "canceled", "aborted", "unresolved"})
@@ -78,3 +82,35 @@ def _result(step: StepRecord) -> str:
         return f"{how} ({step.note})" if step.note else how  # on a resume: what changed
     counts = Counter(item.obtained or item.status for item in step.items)
     return ", ".join(f"{n} {how}" for how, n in sorted(counts.items()))
+
+
+# A description longer than this is cut on the help page (a file's whole text is never printed there).
+DESCRIPTION_CHARS = 80
+
+
+def help_page(template: str, pipelines: Mapping[str, Path]) -> str:
+    """``kkiai-run --help``: ``template`` (conf/hydra/help/kkiai.yaml) with ``$PIPELINES`` filled in."""
+    width = max((len(name) for name in pipelines), default=0)
+    lines = [f"  {name.ljust(width)}  {describe(path)}" for name, path in sorted(pipelines.items())]
+    return string.Template(template).safe_substitute(PIPELINES="\n".join(lines) or "  (none found)")
+
+
+def describe(path: Path) -> str:
+    """The ``description:`` of the pipeline file ``path`` on one line, or why the file does not load.
+
+    The file is read the way a run reads it (bounded, strict YAML, see pipeline_yaml), so a hostile or
+    broken file is listed as broken and never stops the page.
+    """
+    try:
+        data = pipeline_yaml.load(pipeline_yaml.read_text(path))
+    except pipeline_yaml.YAMLProblem as exc:
+        where = f" (line {exc.line})" if exc.line else ""
+        return _cut(f"[broken: {exc.message}{where}]")
+    if not isinstance(data, dict):
+        return "[broken: a pipeline file must be a mapping (name, params, steps)]"
+    text = data.get("description")
+    return _cut(" ".join(text.split())) if isinstance(text, str) else ""
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= DESCRIPTION_CHARS else text[: DESCRIPTION_CHARS - 1].rstrip() + "…"

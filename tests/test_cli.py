@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +19,7 @@ from PIL import Image
 
 from kkiai_pipeline.sandbox import SandboxConfig, serve_in_thread
 
-from .integration import TOKEN, Result, kkiai_run
+from .integration import SCRIPTS, TOKEN, Result, kkiai_run
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +194,89 @@ def test_unknown_pipeline_is_a_usage_error(tmp_path: Path) -> None:
     result = kkiai_run("pipeline=nope", "api=sandbox", cwd=tmp_path)
     assert result.code == 2
     assert "product_shots" in result.stderr  # Hydra lists the available names
+
+
+def run_plain(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``kkiai-run ARGS`` exactly as typed (no run directory or cache added)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("KKIAI_", "HYDRA_"))}
+    environ.update(env or {})
+    command = [str(SCRIPTS / "kkiai-run"), *args]
+    return subprocess.run(command, cwd=cwd, env=environ, capture_output=True, text=True, timeout=60)
+
+
+def test_help_is_the_tools_own_page_and_lists_the_pipelines_found(tmp_path: Path) -> None:
+    write_pipeline(
+        tmp_path / "pipelines", "mine", "name: mine\ndescription: >\n  Mine,\n  on two lines.\nsteps: {}\n"
+    )
+    write_pipeline(tmp_path / "pipelines", "broken", "name: [unclosed\n")
+    write_pipeline(tmp_path / "pipelines", "huge", "description: " + "x" * 300 + "\n")
+    done = run_plain("--help", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    page = done.stdout
+    assert page.startswith("kkiai-run: run a YAML pipeline of image-generation predictions")
+    assert "Hydra" not in page.split("--hydra-help")[1]  # not Hydra's generic page
+    lines = page.splitlines()
+    assert "  mine             Mine, on two lines." in lines
+    assert any(line.startswith("  broken           [broken: ") and "(line 2)" in line for line in lines)
+    assert "  huge             " + "x" * 79 + "…" in lines
+    assert any(line.startswith("  product_shots    Two studio shots") for line in lines)
+    assert "kkiai-run --rerun RUN_DIR [KEY=VALUE ...]" in page
+    assert "dry_run=true" in page
+    assert not (tmp_path / "outputs").exists()
+    with_pipeline = run_plain("pipeline=product_shots", "-h", cwd=tmp_path)
+    assert (with_pipeline.returncode, with_pipeline.stdout) == (0, page)
+
+
+def test_version_is_the_packages(tmp_path: Path) -> None:
+    done = run_plain("--version", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"kkiai-pipeline {importlib.metadata.version('kkiai-pipeline')}\n"
+
+
+def test_every_third_party_import_is_a_declared_dependency() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    package = Path(__file__).parent.parent / "kkiai_pipeline"
+    imported: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"kkiai_pipeline", "hydra_plugins"}
+    project = tomllib.loads((package.parent / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=\[ ;]", d)[0].lower() for d in project["dependencies"]}
+    distributions = importlib.metadata.packages_distributions()
+    undeclared = {
+        module: distributions.get(module)
+        for module in third_party
+        if not {d.lower() for d in distributions.get(module, [module])} & declared
+    }
+    assert undeclared == {}
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "hydra.searchpath"])
+def test_a_pipeline_found_by_hydras_search_path_keeps_its_folder(
+    tmp_path: Path, api: list[str], how: str
+) -> None:
+    conf = tmp_path / "conf"
+    write_pipeline(
+        conf / "pipeline",
+        "own",
+        """
+        name: own
+        steps:
+          restyle:
+            model: stability-ai/stable-diffusion-img2img
+            input: {image: '{{ file("assets/photo.png") }}', prompt: a photo}
+        """,
+    )
+    (conf / "pipeline" / "assets").mkdir()
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(conf / "pipeline" / "assets" / "photo.png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = f"--config-dir={conf}" if how == "--config-dir" else f"hydra.searchpath=[file://{conf}]"
+    result = kkiai_run(where, "pipeline=own", *api, cwd=elsewhere)
+    assert result.code == 0, result.stderr
+    assert result.manifest["source"] == str((conf / "pipeline" / "own.yaml").resolve())
+    assert result.manifest["steps"]["restyle"]["input"]["image"].startswith("data:image/png;base64,")

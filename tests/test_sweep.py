@@ -115,3 +115,31 @@ def test_a_job_with_bad_input_is_reported_and_the_rest_run(tmp_path: Path) -> No
     jobs = json.loads((sweep_dir / "sweep.json").read_text())["jobs"]
     assert [j["status"] for j in jobs] == ["succeeded", "error"]
     assert "width must be one of" in jobs[1]["error"]
+
+
+def test_a_dry_run_sweep_is_planned_and_exits_0(tmp_path: Path) -> None:
+    write(tmp_path, "pair", PAIR)
+    done, sweep_dir = multirun(
+        tmp_path, "pipeline=pair", "dry_run=true", "pipeline.params.subject=a mug,a cup"
+    )
+    assert done.returncode == 0, done.stderr
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert (sweep["status"], sweep["exit_code"]) == ("planned", 0)
+    assert [(j["status"], j["error"]) for j in sweep["jobs"]] == [("planned", None), ("planned", None)]
+    for job in ("0", "1"):
+        assert (sweep_dir / job / "plan.json").is_file()
+        assert not (sweep_dir / job / "run.json").exists()
+
+
+def test_a_sweeper_that_needs_job_results_is_refused_before_any_job(tmp_path: Path) -> None:
+    write(tmp_path, "pair", PAIR)
+    optuna = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    done, sweep_dir = multirun(tmp_path, "pipeline=pair", f"hydra.sweeper._target_={optuna}")
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"kkiai-run: error: the sweeper {optuna} picks its jobs from the values they return, and a kkiai-run "
+        "job returns no objective (its jobs run together after the sweep is planned). Use Hydra's basic "
+        "sweeper (the default): list or range the values to try, e.g. pipeline.params.x=1,2,3. Nothing was run\n"
+    )
+    assert not sweep_dir.exists()
+    assert not (tmp_path / "cache").exists()
