@@ -145,12 +145,23 @@ def start_rerun(run_dir: Path, args: list[str]) -> list[str]:
 
 
 def refuse_token_words(args: Sequence[str], environ: Mapping[str, str]) -> None:
-    """Exit 2 if a command-line word holds the API token's value, before Hydra runs.
+    """Exit 2 if a command-line word holds the API token's value, before Hydra runs (see
+    :func:`check_token_words`)."""
+    try:
+        check_token_words(args, environ, what="command-line argument")
+    except ConfigError as exc:
+        print(f"kkiai-run: error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+
+
+def check_token_words(args: Sequence[str], environ: Mapping[str, str], *, what: str = "override") -> None:
+    """Raise ConfigError if an override sets ``api.token`` or holds the API token's value.
 
     Hydra would write the word to ``.hydra/overrides.yaml`` (and the composed config), and might echo
     it in an error, whatever its key: ``api.token_env=<token>``, ``'+api={token:<token>}'``,
     ``pipeline.params.x=<token>``. The token is looked up where ``api.token_env`` (default, or as
-    overridden on this command line) says, and registered, so nothing later prints it either.
+    overridden in ``args``) says, and registered, so nothing later prints it either. Shared by
+    ``kkiai-run`` and the Python API, which both check before composing anything.
     """
     names = ["KKIAI_API_TOKEN"]
     names += [arg.split("=", 1)[1] for arg in args if _TOKEN_ENV_OVERRIDE.match(arg)]
@@ -161,13 +172,16 @@ def refuse_token_words(args: Sequence[str], environ: Mapping[str, str]) -> None:
             continue
         key = arg.split("=", 1)[0] if "=" in arg else ""
         shown = f"'{key.lstrip('+~')}'" if key and not secrets.contains(key) else f"number {position}"
-        print(
-            f"kkiai-run: error: command-line argument {shown} holds the API token: the token is read only "
+        raise ConfigError(
+            f"{what} {shown} holds the API token: the token is read only "
             "from the environment (KKIAI_API_TOKEN, or the variable api.token_env names), so that it is "
-            "never written to disk. Nothing was run",
-            file=sys.stderr,
+            "never written to disk. Nothing was run"
         )
-        raise SystemExit(2)
+    if any(_TOKEN_OVERRIDE.match(arg) for arg in args):
+        raise ConfigError(
+            "api.token is not a setting: the token is read only from the environment "
+            "(KKIAI_API_TOKEN) so that it is never written to disk"
+        )
 
 
 def run_job(cfg: DictConfig, *, orchestrator: Orchestrator, sweep: Sweep) -> int:
