@@ -47,7 +47,9 @@ from .errors import ConfigError, KkiaiError, RunDirInUse
 from .rundir import MANIFEST
 
 LOCK_FILE = ".kkiai.lock"
-SWEEP_RECORD = "sweep.json"  # the sweep's own record (see sweep.py); not imported, to keep this module light
+SWEEP_RECORD = (
+    "sweep.json"  # the sweep's own record (see multirun.py); not imported, to keep this module light
+)
 
 _HELD: list[Claim] = []  # claims of this process: their descriptors stay open until it exits
 

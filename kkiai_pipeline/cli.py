@@ -26,12 +26,12 @@ from omegaconf.errors import OmegaConfBaseException
 from . import discovery, rerun, secrets
 from .dryrun import dry_run
 from .errors import ConfigError, KkiaiError, PipelineError, Problem
+from .multirun import Sweep, note_error, runs_deferred
 from .orchestrator import Job, Orchestrator, prepare
 from .paths import shipped_dir
 from .pipeline import Pipeline, parse_pipeline, read_pipeline_file
 from .rundir import RunRecord
 from .settings import check_command_line, check_pipeline_values, load_settings, refuse
-from .sweep import Sweep, note_error, runs_deferred
 from .terminal import ProgressBar, help_page, summary
 
 log = logging.getLogger("kkiai_pipeline")

@@ -56,13 +56,13 @@ from .claim import Claim, claim_dir
 from .cli import check_token_words, load_pipeline
 from .dryrun import dry_run
 from .errors import ConfigError
+from .multirun import _write_grid, collect_jobs, sweep_table, write_sweep_files
 from .orchestrator import CURRENT_JOB, Job, Orchestrator, prepare
 from .paths import shipped_dir
 from .pipeline import Pipeline
 from .rundir import RunRecord, StepRecord
 from .secrets import RedactingFilter
 from .settings import Settings, check_command_line, check_pipeline_values, load_settings
-from .sweep import _write_grid, collect_jobs, sweep_table, write_sweep_files
 from .terminal import ProgressBar, summary
 
 log = logging.getLogger("kkiai_pipeline")

@@ -181,12 +181,10 @@ def test_a_sweep_with_one_bad_job_raises_before_anything_runs(workdir: Path) -> 
     assert not (workdir / "multirun").exists()
 
 
-def test_sweep_is_still_the_multirun_module() -> None:
-    from kkiai_pipeline.sweep import SweepCallback, end_sweep
+def test_sweep_is_run_sweep() -> None:
+    from kkiai_pipeline.python_api import run_sweep
 
-    assert kkiai_pipeline.sweep.end_sweep is end_sweep  # type: ignore[attr-defined]
-    assert kkiai_pipeline.sweep.SweepCallback is SweepCallback  # type: ignore[attr-defined]
-    assert callable(kkiai_pipeline.sweep)
+    assert kkiai_pipeline.sweep is run_sweep
 
 
 def test_the_readme_examples_run(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from kkiai_pipeline.artifacts import Artifact
+from kkiai_pipeline.multirun import collect_jobs
 from kkiai_pipeline.rundir import (
     JOURNAL,
     MANIFEST,
@@ -20,7 +21,6 @@ from kkiai_pipeline.rundir import (
     load_record,
     read_record,
 )
-from kkiai_pipeline.sweep import collect_jobs
 
 from .integration import kkiai_run
 
