@@ -313,4 +313,7 @@ def sweep_table(sweep_dir: Path, jobs: list[dict[str, Any]]) -> str:
         took = f"{job['duration_s']:.1f}s" if job["duration_s"] is not None else "-"
         lines.append(f"{job['job']:>4}  {job['status']:<10}  {took:>7}  {' '.join(job['overrides'])}")
     lines.append(f"sweep: {sweep_dir / SWEEP_FILE}, {sweep_dir / SUMMARY_FILE}")
+    grids = [sweep_dir / name for name in ("grid.html", "grid.png") if (sweep_dir / name).exists()]
+    if grids:
+        lines.append("grid: " + ", ".join(str(g) for g in grids))
     return "\n".join(lines)

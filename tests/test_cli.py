@@ -57,6 +57,27 @@ def check_artifacts(result: Result, step: str) -> list[Path]:
     return paths
 
 
+def test_hydra_verbose_puts_debug_lines_in_run_log(tmp_path: Path) -> None:
+    quiet = kkiai_run(
+        "pipeline=product_shots", "api=sandbox", cwd=tmp_path, run_dir=tmp_path / "a", token=None
+    )
+    verbose = kkiai_run(
+        "pipeline=product_shots",
+        "api=sandbox",
+        "hydra.verbose=kkiai_pipeline",
+        "cache=false",  # so that it sends requests
+        cwd=tmp_path,
+        run_dir=tmp_path / "b",
+        token=None,
+    )
+    assert quiet.code == verbose.code == 0, verbose.stderr
+    assert " DEBUG " not in (quiet.run_dir / "run.log").read_text()
+    assert re.search(
+        r" DEBUG kkiai_pipeline\.api\.client: POST /predictions -> 20\d",
+        (verbose.run_dir / "run.log").read_text(),
+    )
+
+
 def test_product_shots_on_the_embedded_sandbox(tmp_path: Path) -> None:
     result = kkiai_run("pipeline=product_shots", "api=sandbox", cwd=tmp_path, token=None)
     assert result.code == 0, result.stderr

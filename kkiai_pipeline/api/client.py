@@ -424,6 +424,7 @@ class PredictionsClient:
             # timeout it amounts to (retried if safe, ambiguous for a create).
             raise httpx.ReadTimeout(f"the answer took longer than {budget:g} s", request=request) from None
         self._note_clock(response)
+        log.debug("%s %s -> %d", method, path, response.status_code)  # with hydra.verbose
         problem = self._unusable(response)
         if problem is not None:
             if create:
