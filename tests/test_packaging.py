@@ -100,3 +100,24 @@ def test_wheel_install_runs_product_shots_offline_from_an_empty_folder(wheel: Pa
     assert [j["status"] for j in jobs] == ["succeeded"] * 4
     assert (empty / "sweep" / "summary.csv").is_file()
     assert (empty / "sweep" / "grid.png").is_file()
+
+    # The command line's own conventions, and a rerun of that first run from a third folder.
+    kkiai = str(venv / "bin" / "kkiai-run")
+    version = subprocess.run([kkiai, "--version"], cwd=empty, env=env, capture_output=True, text=True)
+    assert (version.returncode, version.stdout.strip()) == (0, "kkiai-pipeline 0.1.0")
+    helped = subprocess.run([kkiai, "--help"], cwd=empty, env=env, capture_output=True, text=True)
+    assert helped.returncode == 0 and "product_shots" in helped.stdout and "--rerun" in helped.stdout
+    third = tmp_path / "third"
+    third.mkdir()
+    rerun = subprocess.run(
+        [kkiai, "--rerun", str(run_dir), "progress=false", f"hydra.run.dir={third / 'again'}"],
+        cwd=third,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    again = json.loads((third / "again" / "run.json").read_text())
+    assert {s["obtained"] for s in again["steps"].values()} == {"reused"}  # nothing paid again
+    assert [s["key"] for s in again["steps"].values()] == [s["key"] for s in manifest["steps"].values()]
