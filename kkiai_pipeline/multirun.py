@@ -98,12 +98,13 @@ class Sweep:
         return end_sweep(self.sweep_dir, self.grid_step, interrupted=interrupted)
 
 
-def end_sweep(sweep_dir: Path, grid_step: str | None, *, interrupted: bool) -> int:
-    """sweep.json, summary.csv, the grid and the terminal table; returns the sweep's exit code."""
+def end_sweep(sweep_dir: Path, grid_step: str | None, *, interrupted: bool, echo: bool = True) -> int:
+    """sweep.json, summary.csv, the grid and (``echo``) the terminal table; returns the exit code."""
     jobs = collect_jobs(sweep_dir)
     code = write_sweep_files(sweep_dir, jobs, interrupted=interrupted)
     _write_grid(sweep_dir, grid_step)
-    print(sweep_table(sweep_dir, jobs), file=sys.stderr)
+    if echo:
+        print(sweep_table(sweep_dir, jobs), file=sys.stderr)
     return code
 
 

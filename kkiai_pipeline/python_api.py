@@ -56,7 +56,7 @@ from .claim import Claim, claim_dir
 from .cli import check_token_words, load_pipeline
 from .dryrun import dry_run
 from .errors import ConfigError
-from .multirun import _write_grid, collect_jobs, sweep_table, write_sweep_files
+from .multirun import end_sweep
 from .orchestrator import CURRENT_JOB, Job, Orchestrator, prepare
 from .paths import shipped_dir
 from .pipeline import Pipeline
@@ -197,11 +197,7 @@ def run_sweep(
                 return orchestrator.run(jobs)
 
         records = _blocking(go)
-        summaries = collect_jobs(sweep_dir)
-        code = write_sweep_files(sweep_dir, summaries, interrupted=orchestrator.interrupted)
-        _write_grid(sweep_dir, grid_step)
-        if verbose:
-            print(sweep_table(sweep_dir, summaries), file=sys.stderr)
+        code = end_sweep(sweep_dir, grid_step, interrupted=orchestrator.interrupted, echo=verbose)
     by_dir = {record.run_dir: record for record in records}
     results = tuple(
         SweepJob(job.num or 0, tuple(words), _result(by_dir[job.settings.run_dir], verbose=False))
