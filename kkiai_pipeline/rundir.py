@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime, timezone
 from functools import cache
@@ -55,6 +55,9 @@ _MOVES: dict[str, frozenset[str]] = {
     "running": frozenset({"succeeded", "failed", "canceled", "aborted", "unresolved"}),
 }
 ENDED: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "aborted", "skipped", "unresolved"})
+#: How a result was obtained when this run paid for it (a resume re-attaching to its own earlier create, a
+#: lost answer found in the list); "reused" and "shared" results were paid for elsewhere.
+PAID: frozenset[str] = frozenset({"created", "recovered", "reattached"})
 
 
 def utc_now() -> str:
@@ -138,6 +141,22 @@ class StepRecord:
         return round(end - start, 3) if start is not None and end is not None else None
 
 
+@dataclass(frozen=True)
+class Totals:
+    """What a run obtained: predictions it paid for, results it reused, and the ``predict_time`` (the
+    seconds the service billed) of those it paid for."""
+
+    created: int = 0
+    reused: int = 0
+    predict_time: float = 0.0
+
+
+def _leaves(steps: Mapping[str, StepRecord]) -> Iterator[StepRecord]:
+    """Every record that stands for one prediction: a step, or each item of a ``foreach`` step."""
+    for step in steps.values():
+        yield from step.items if step.items else (step,)
+
+
 @dataclass
 class RunRecord:
     """The whole run; ``save()`` writes it to ``<run_dir>/run.json``.
@@ -165,6 +184,20 @@ class RunRecord:
         """How long the run (or its last resume) took, if it finished."""
         start, end = _epoch(self.started_at), _epoch(self.finished_at)
         return round(end - start, 3) if start is not None and end is not None else None
+
+    def totals(self) -> Totals:
+        """Predictions created and reused, and the predict time paid for, over all steps and items."""
+        created = reused = 0
+        predict_time = 0.0
+        for leaf in _leaves(self.steps):
+            if leaf.obtained in PAID:
+                created += 1
+                seconds = leaf.metrics.get("predict_time")
+                if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+                    predict_time += float(seconds)
+            elif leaf.obtained is not None:
+                reused += 1
+        return Totals(created, reused, round(predict_time, 3))
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -18,6 +18,7 @@ from kkiai_pipeline.rundir import (
     MANIFEST,
     RunRecord,
     StepRecord,
+    Totals,
     load_record,
     read_record,
 )
@@ -304,3 +305,28 @@ def test_the_sweep_summary_reads_its_jobs_through_the_record(tmp_path: Path) -> 
         (2, "not run", None, None),
     ]
     assert jobs[0]["started_at"] == "2026-01-02T03:04:05.000Z"
+
+
+def test_totals_count_paid_and_reused_predictions_and_the_predict_time_paid(tmp_path: Path) -> None:
+    def leaf(obtained: str | None, seconds: Any = None) -> StepRecord:
+        step = StepRecord(model="m", version="v")
+        step.obtained = obtained  # type: ignore[assignment]
+        if seconds is not None:
+            step.metrics = {"predict_time": seconds}
+        return step
+
+    fanned = StepRecord(model="m", version="v")
+    fanned.items = [leaf("created", 1.5), leaf("reused", 9.0), leaf("recovered", 2)]
+    record = RunRecord(
+        run_dir=tmp_path,
+        pipeline="p",
+        api={},
+        steps={
+            "a": leaf("created", 0.25),
+            "b": leaf("shared", 4.0),
+            "c": leaf("reattached", "oops"),
+            "d": fanned,
+            "e": leaf(None),
+        },
+    )
+    assert record.totals() == Totals(created=4, reused=2, predict_time=3.75)
