@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from . import discovery, rerun, secrets
 from .dryrun import dry_run
 from .errors import ConfigError, KkiaiError, PipelineError, Problem
+from .fastsweep import fast_sweeps
 from .multirun import Sweep, note_error, runs_deferred
 from .orchestrator import Job, Orchestrator, prepare
 from .paths import shipped_dir
@@ -82,7 +83,8 @@ def main() -> None:
         return code
 
     try:
-        task()
+        with fast_sweeps():
+            task()
     except KkiaiError:
         raise
     except Exception as exc:  # Hydra's own errors outside its error reporting (e.g. --help): no traceback

@@ -301,6 +301,8 @@ PRIMARY = Group(
         "max_download_bytes": whole(low=1),
         "repay_expired": flag(),
         "grid_step": text(nullable=True),
+        # Sweeps that start fast (kkiai_pipeline/fastsweep.py, docs/sweeps.md).
+        "fast_sweep": flag(),
     }
 )
 
