@@ -1,9 +1,18 @@
-"""The 24-job sweep against one job: a sweep's jobs run concurrently, so it should take about as long.
+"""Sweeps: a 24-job sweep against one job, and 100- and 1,000-job sweeps against the rate limit.
 
-Run it with ``python -m benchmarks.sweep`` (``--jobs``, ``--predict-seconds`` to vary). Both runs are
-the real ``kkiai-run`` command on ``api=sandbox`` (the emulator in-process, as a user runs it) with the
-shipped ``product_shots`` pipeline (3 predictions a job), the cache off; it prints both wall times and
-their ratio (goal: at most 1.5).
+``python -m benchmarks.sweep`` (``--jobs``, ``--predict-seconds`` to vary): both runs are the real
+``kkiai-run`` command on ``api=sandbox`` (the emulator in-process, as a user runs it) with the shipped
+``product_shots`` pipeline (3 predictions a job), the cache off; it prints both wall times and their
+ratio (goal: at most 1.5).
+
+``python -m benchmarks.sweep --volume`` (``--sizes``, ``--baseline-sizes``, ``--latency``,
+``--create-rate``): sweeps of a one-step pipeline (one prediction a job), ``kkiai-run -m`` against the
+sandbox served in its own process (as :mod:`.throughput` serves it) at the API's create limit, once as
+it runs by default and once with ``fast_sweep=false`` (each job composed by Hydra: the old path, the
+baseline). For each it prints the time from starting ``kkiai-run`` to the first create *as the server
+saw it* (the oldest ``created_at`` of its prediction list), the wall time against the rate-limit bound
+``(N - burst) / rate + latency`` (goal: at most 1.15), the CPU seconds of the ``kkiai-run`` process per
+job, and the creates the server counted. See docs/sweeps.md.
 """
 
 from __future__ import annotations
@@ -37,7 +46,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--predict-seconds", default="2,8", help="comma-separated processing times to measure at"
     )
+    parser.add_argument("--volume", action="store_true", help="the 100- and 1,000-job sweeps instead")
+    parser.add_argument("--sizes", default="100,1000", help="--volume: jobs per sweep, comma-separated")
+    parser.add_argument(
+        "--baseline-sizes", default="100", help="--volume: sizes also run with fast_sweep=false ('' none)"
+    )
+    parser.add_argument("--latency", type=float, default=0.8, help="--volume: seconds a prediction takes")
+    parser.add_argument("--create-rate", type=float, default=600, help="--volume: creates a minute")
+    parser.add_argument("--keep", type=Path, help="--volume: keep the sweeps' files in this folder")
     args = parser.parse_args(argv)
+    if args.volume:
+        from .sweep_volume import run_volume
+
+        sizes = [int(n) for n in args.sizes.split(",") if n]
+        baseline = {int(n) for n in args.baseline_sizes.split(",") if n}
+        run_volume(sizes, baseline, latency=args.latency, create_rate=args.create_rate, keep=args.keep)
+        return
     for seconds in (float(s) for s in args.predict_seconds.split(",")):
         measure(args.jobs, seconds)
 

@@ -82,24 +82,24 @@ def main() -> None:
             sys.exit(code)
         return code
 
-    try:
-        with fast_sweeps():
+    with fast_sweeps():  # a sweep's jobs made from one composed config (kkiai_pipeline/fastsweep.py)
+        try:
             task()
-    except KkiaiError:
-        raise
-    except Exception as exc:  # Hydra's own errors outside its error reporting (e.g. --help): no traceback
-        hint = " (e.g. kkiai-run --help pipeline=product_shots)" if "pipeline" in str(exc) else ""
-        print(f"kkiai-run: error: {secrets.redact(str(exc))}{hint}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except SystemExit as exc:
-        # Hydra exits 1 for a bad override or a missing pipeline=; that is a usage error for us.
-        if exc.code == 1 and not _Job.started:
+        except KkiaiError:
+            raise
+        except Exception as exc:  # Hydra's own errors outside its error reporting (e.g. --help): no traceback
+            hint = " (e.g. kkiai-run --help pipeline=product_shots)" if "pipeline" in str(exc) else ""
+            print(f"kkiai-run: error: {secrets.redact(str(exc))}{hint}", file=sys.stderr)
             raise SystemExit(2) from None
-        raise
-    if sweep.sweep_dir is not None:  # a multirun under the basic launcher: its jobs run now, together
-        code = sweep.finish(orchestrator=orchestrator)
-        if code:
-            raise SystemExit(code)
+        except SystemExit as exc:
+            # Hydra exits 1 for a bad override or a missing pipeline=; that is a usage error for us.
+            if exc.code == 1 and not _Job.started:
+                raise SystemExit(2) from None
+            raise
+        if sweep.sweep_dir is not None:  # a multirun under the basic launcher: its jobs run now, together
+            code = sweep.finish(orchestrator=orchestrator)
+            if code:
+                raise SystemExit(code)
 
 
 def answer_help_or_version(args: Sequence[str]) -> None:

@@ -30,33 +30,48 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobRuntime, JobStatus, _save_config, configure_log, setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    JobRuntime,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    setup_globals,
+)
 from hydra.experimental.callback import Callback
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import Container, DictConfig, OmegaConf, open_dict, read_write
+from omegaconf._utils import get_omega_conf_dumper
 
 log = logging.getLogger(__name__)
 hydra_log = logging.getLogger("hydra._internal.core_plugins.basic_launcher")  # the lines Hydra logs
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+_DUMPER = get_omega_conf_dumper()
 
 
 @contextmanager
 def fast_sweeps() -> Iterator[None]:
-    """While inside, a multirun that Hydra starts in this process gets :class:`FastJobs` if it can."""
+    """While inside, a multirun that Hydra starts in this process gets :class:`FastJobs` if it can.
+
+    Leaving waits until every ``.hydra/`` file of its jobs is written: keep the sweep's run inside.
+    """
     plugins = Plugins.instance()
     original = plugins.instantiate_sweeper
+    made: list[FastJobs] = []
 
     def instantiate_sweeper(
         *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -64,7 +79,8 @@ def fast_sweeps() -> Iterator[None]:
         sweeper = original(hydra_context=hydra_context, task_function=task_function, config=config)
         reason = FastJobs.refused(sweeper, hydra_context, config)
         if reason is None:
-            FastJobs(sweeper, hydra_context, task_function, config).install()
+            made.append(FastJobs(sweeper, hydra_context, task_function, config))
+            made[-1].install()
         else:
             log.debug("each job of the sweep is composed by Hydra: %s", reason)
         return sweeper
@@ -74,6 +90,8 @@ def fast_sweeps() -> Iterator[None]:
         yield
     finally:
         del plugins.instantiate_sweeper  # the class's method again
+        for jobs in made:
+            jobs.files.close()
 
 
 def _overrides_each_job(callbacks: Any) -> bool:
@@ -99,6 +117,11 @@ class FastJobs:
         self.working: DictConfig | None = None  # None: Hydra composes each job (see plan)
         self.swept: list[int] = []  # positions, in a job's overrides, of those applied here
         self.planned = False
+        self.task: DictConfig | None = None  # the task function's config: the working one without hydra
+        self.hydra_data: Any = None  # the working config's hydra node as data, patched for each job
+        self.checked_data = False  # whether the patched data was compared with the whole node once
+        self.files = HydraFiles()
+        self.logs = JobLogs()
 
     @staticmethod
     def refused(sweeper: Any, hydra_context: HydraContext, config: DictConfig) -> str | None:
@@ -139,9 +162,12 @@ class FastJobs:
             first = [line for i, line in enumerate(batch[0]) if i not in self.swept]
             self.working = self._compose(first)
             last = self._compose(list(batch[-1]))  # the guard: the last job as Hydra composes it
-            self._apply(self.working, batch[-1])
+            self._set_job(self.working, batch[-1], None)
             if _plain(self.working) != _plain(last):
                 reason = "the guard job differs from Hydra's composition"
+            else:
+                self.task = _task_config(self.working)
+                self.hydra_data = _plain(self.working.hydra)
         if reason is not None:
             log.debug("each job of the sweep is composed by Hydra: %s", reason)
             self.working = None
@@ -178,13 +204,17 @@ class FastJobs:
         return None
 
     def _apply(self, cfg: DictConfig, job: Sequence[str]) -> None:
-        """The job's swept values, number-free: as Hydra applies its overrides after composing."""
+        """The job's swept values: as Hydra applies its overrides after composing."""
         overrides = [self._parse(job[i]) for i in self.swept]
         for override in overrides:
             current = OmegaConf.select(cfg, override.key_or_group, throw_on_missing=False)
             if isinstance(current, Container):
                 raise _NotScalar(override.key_or_group)
         ConfigLoaderImpl._apply_overrides_to_config(overrides, cfg)
+
+    def _set_job(self, cfg: DictConfig, job: Sequence[str], idx: int | None) -> None:
+        """The job's values, then what Hydra's composition and launcher set from its overrides and number."""
+        self._apply(cfg, job)
         hydra = cfg.hydra
         with read_write(hydra), open_dict(hydra):
             hydra.overrides.task = list(job)
@@ -195,6 +225,9 @@ class FastJobs:
                 item_sep=naming.item_sep,
                 exclude_keys=naming.exclude_keys,
             )
+            if idx is not None:
+                hydra.job.id = idx
+                hydra.job.num = idx
 
     # -- what replaces Hydra's methods ------------------------------------------------------------------
 
@@ -223,20 +256,45 @@ class FastJobs:
         sweep_dir = self.config.hydra.sweep.dir
         Path(str(sweep_dir)).mkdir(parents=True, exist_ok=True)
         hydra_log.info(f"Launching {len(job_overrides)} jobs locally")
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):  # all at once, first
+            hydra_log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         runs: list[JobReturn] = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            hydra_log.info(f"\t#{idx} : {' '.join(o for o in overrides if not o.startswith('hydra.'))}")
             runs.append(self._run_job(self.working, list(overrides), idx))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        self.files.start()
         return runs
 
+    def _hydra_node(self, hydra: DictConfig) -> Any:
+        """The job's hydra node as data: the working one's, with what differs between jobs replaced."""
+        base = self.hydra_data
+        if base is None:
+            return _plain(hydra)
+        data = dict(base)
+        data["overrides"] = {**base["overrides"], "task": _plain(hydra.overrides.task)}
+        job = hydra.job
+        data["job"] = {**base["job"], "override_dirname": job.override_dirname, "id": job.id, "num": job.num}
+        data["runtime"] = {**base["runtime"], "output_dir": hydra.runtime.output_dir}
+        if not self.checked_data:  # once: nothing else differs
+            self.checked_data = True
+            whole = _plain(hydra)
+            if data != whole:
+                log.debug("the hydra node of a sweep job differs in more than its number and overrides")
+                self.hydra_data = None
+                return whole
+        return data
+
     def _run_job(self, cfg: DictConfig, overrides: list[str], idx: int) -> JobReturn:
-        """What Hydra's ``run_job`` does for one job, on the working config instead of copies of it."""
-        self._apply(cfg, overrides)
+        """What Hydra's ``run_job`` does for one job, on the working config instead of copies of it.
+
+        The ``.hydra/`` files are taken as data now and written by :attr:`files` (overrides.yaml at
+        once: the sweep's files list the jobs by it).
+        """
+        self._set_job(cfg, overrides, idx)
+        task_cfg = self.task
+        assert task_cfg is not None
+        self._apply(task_cfg, overrides)
         hydra = cfg.hydra
-        with read_write(hydra), open_dict(hydra):
-            hydra.job.id = idx
-            hydra.job.num = idx
         instance = HydraConfig.instance()
         saved = instance.cfg
         instance.cfg = cfg  # type: ignore[assignment]  # ${hydra:...} resolves against this job
@@ -244,17 +302,15 @@ class FastJobs:
             output_dir = os.path.join(str(hydra.sweep.dir), str(hydra.sweep.subdir))
             with read_write(hydra), open_dict(hydra):
                 hydra.runtime.output_dir = os.path.abspath(output_dir)
-            task_cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
-            OmegaConf.set_struct(task_cfg, True)
-            OmegaConf.copy_cache(from_config=cfg, to_config=task_cfg)
-            ret = JobReturn(overrides=overrides, cfg=task_cfg, working_dir=os.getcwd())
+            # The jobs share the task config (each job's values set on it in turn): not kept per job.
+            ret = JobReturn(overrides=overrides, cfg=None, working_dir=os.getcwd())
             Path(output_dir).mkdir(parents=True, exist_ok=True)
-            configure_log(hydra.job_logging, hydra.verbose)
+            self.logs.configure(hydra)
             if hydra.output_subdir is not None:
                 folder = Path(hydra.runtime.output_dir) / str(hydra.output_subdir)
-                _save_config(task_cfg, "config.yaml", folder)
-                _save_config(OmegaConf.masked_copy(cfg, "hydra"), "hydra.yaml", folder)
-                _save_config(hydra.overrides.task, "overrides.yaml", folder)
+                self.files.write(folder / "overrides.yaml", list(overrides), now=True)
+                self.files.write(folder / "config.yaml", _plain(task_cfg))
+                self.files.write(folder / "hydra.yaml", {"hydra": self._hydra_node(hydra)})
             self.context.callbacks.on_job_start(config=cfg, task_function=self.task_function)
             try:
                 ret.return_value = self.task_function(task_cfg)
@@ -267,6 +323,122 @@ class FastJobs:
             return ret
         finally:
             instance.cfg = saved
+
+
+class HydraFiles:
+    """Writes ``.hydra/`` files as Hydra does (``OmegaConf.to_yaml`` of the same data), on a thread
+    started once every job is prepared, so that writing them does not delay the first prediction."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Path, Any]] = []
+        self.thread: threading.Thread | None = None
+
+    def write(self, path: Path, data: Any, *, now: bool = False) -> None:
+        if now:
+            _write_yaml(path, data)
+        else:
+            self.pending.append((path, data))
+
+    def start(self) -> None:
+        """Write what is pending, from now on, on a thread."""
+        if self.pending and self.thread is None:
+            self.thread = threading.Thread(target=self._drain, name="kkiai-hydra-files", daemon=True)
+            self.thread.start()
+
+    def close(self) -> None:
+        """Wait until every file is written (any left are written here)."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        self._drain()
+
+    def _drain(self) -> None:
+        while self.pending:
+            path, data = self.pending.pop(0)
+            try:
+                _write_yaml(path, data)
+            except OSError as exc:
+                log.error("could not write %s: %s", path, exc)
+
+
+def _write_yaml(path: Path, data: Any) -> None:
+    """``hydra.core.utils._save_config``: ``OmegaConf.to_yaml`` of the config the data came from."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.dump(data, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_DUMPER)
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(text)
+
+
+class JobLogs:
+    """Each job's logging, as Hydra's ``configure_log`` sets it up, without redoing it for every job.
+
+    When the only interpolations of ``hydra.job_logging`` are in its handlers' ``filename`` (as in
+    ours: ``${hydra.runtime.output_dir}/${hydra.job.name}.log``), the first job configures logging and
+    the next ones point those file handlers at their own files; otherwise each job configures it anew.
+    """
+
+    def __init__(self) -> None:
+        self.retarget: dict[str, logging.FileHandler] | None = None  # None: not set up yet
+
+    def configure(self, hydra: DictConfig) -> None:
+        node = hydra.job_logging
+        if not self.retarget:
+            configure_log(node, hydra.verbose)
+            if self.retarget is None:
+                self.retarget = _file_handlers(node)
+            return
+        for name, handler in self.retarget.items():
+            handler.close()
+            handler.baseFilename = os.path.abspath(str(OmegaConf.select(node, f"handlers.{name}.filename")))
+            handler.stream = handler._open()
+
+
+def _file_handlers(node: DictConfig | None) -> dict[str, logging.FileHandler]:
+    """The file handlers that configuring ``node`` made, by name, if the file names are all that may
+    differ between jobs (its only interpolations); else none."""
+    if node is None:
+        return {}
+    raw = OmegaConf.to_container(node, resolve=False)
+    shape, files = _split_filenames(raw)
+    if not files or "${" in repr(shape):
+        return {}
+    found = {h.get_name(): h for h in _handlers() if isinstance(h, logging.FileHandler)}
+    if not all(name in found for name in files):
+        return {}
+    return {name: found[name] for name in files}
+
+
+def _split_filenames(conf: Any) -> tuple[Any, dict[str, str]]:
+    """A logging config without its handlers' ``filename``; and those file names by handler."""
+    if not isinstance(conf, dict):
+        return conf, {}
+    handlers = conf.get("handlers") or {}
+    files = {
+        name: str(h["filename"]) for name, h in handlers.items() if isinstance(h, dict) and "filename" in h
+    }
+    shape = dict(conf)
+    shape["handlers"] = {
+        name: {k: v for k, v in h.items() if k != "filename"} if isinstance(h, dict) else h
+        for name, h in handlers.items()
+    }
+    return shape, files
+
+
+def _handlers() -> list[logging.Handler]:
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    found: dict[int, logging.Handler] = {}
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            found[id(handler)] = handler
+    return list(found.values())
+
+
+def _task_config(cfg: DictConfig) -> DictConfig:
+    """The config without its hydra node, as Hydra's ``run_job`` gives the task function."""
+    task = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
+    OmegaConf.set_struct(task, True)
+    OmegaConf.copy_cache(from_config=cfg, to_config=task)
+    return task
 
 
 class _NotScalar(Exception):
