@@ -47,9 +47,10 @@ class Sweep:
     bound: float
 
     def line(self) -> str:
+        ratio, cpu_ms = self.wall / self.bound, self.cpu / self.jobs * 1000
         return (
             f"{self.jobs:>5}  {self.path:<6} {self.first_create:>9.1f}  {self.wall:>7.1f}  "
-            f"{self.bound:>7.1f}  {self.wall / self.bound:>6.2f}x  {self.cpu / self.jobs * 1000:>8.1f}  {self.creates:>7}"
+            f"{self.bound:>7.1f}  {ratio:>6.2f}x  {cpu_ms:>8.1f}  {self.creates:>7}"
         )
 
 
