@@ -216,18 +216,23 @@ class FastJobs:
         """The job's values, then what Hydra's composition and launcher set from its overrides and number."""
         self._apply(cfg, job)
         hydra = cfg.hydra
+        task, job_node = hydra.overrides.task, hydra.job
+        naming = job_node.config.override_dirname
         with read_write(hydra), open_dict(hydra):
-            hydra.overrides.task = list(job)
-            naming = hydra.job.config.override_dirname
-            hydra.job.override_dirname = get_overrides_dirname(
+            if len(task) == len(job):  # set before: only the swept words change
+                for i in self.swept:
+                    task[i] = job[i]
+            else:
+                hydra.overrides.task = list(job)
+            job_node.override_dirname = get_overrides_dirname(
                 overrides=[self._parse(line) for line in job if not self._parse(line).is_hydra_override()],
                 kv_sep=naming.kv_sep,
                 item_sep=naming.item_sep,
                 exclude_keys=naming.exclude_keys,
             )
             if idx is not None:
-                hydra.job.id = idx
-                hydra.job.num = idx
+                job_node.id = idx
+                job_node.num = idx
 
     # -- what replaces Hydra's methods ------------------------------------------------------------------
 
@@ -299,7 +304,8 @@ class FastJobs:
         saved = instance.cfg
         instance.cfg = cfg  # type: ignore[assignment]  # ${hydra:...} resolves against this job
         try:
-            output_dir = os.path.join(str(hydra.sweep.dir), str(hydra.sweep.subdir))
+            sweep = hydra.sweep
+            output_dir = os.path.join(str(sweep.dir), str(sweep.subdir))
             with read_write(hydra), open_dict(hydra):
                 hydra.runtime.output_dir = os.path.abspath(output_dir)
             # The jobs share the task config (each job's values set on it in turn): not kept per job.
