@@ -6,6 +6,7 @@ nothing sent; 130 interrupted.
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import logging
 import os
@@ -14,7 +15,7 @@ import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import hydra
 import yaml
@@ -250,7 +251,7 @@ def load_pipeline(cfg: DictConfig, *, name: str) -> Pipeline:
         log.info("rerun of %s (its saved config)", _Rerun.run_dir)
     else:
         source = discovery.available(discovery.search_path(os.environ, Path.cwd())).get(name)
-        from_file = read_pipeline_file(source) if source is not None else {}  # registered empty: say why
+        from_file = _pipeline_file(source) if source is not None else {}  # registered empty: say why
         source = source or found_by_hydra(name)  # Hydra composed it (from_file stays: Hydra read it)
     try:
         data = OmegaConf.to_container(cfg.pipeline, resolve=True)
@@ -263,6 +264,23 @@ def load_pipeline(cfg: DictConfig, *, name: str) -> Pipeline:
     if "defaults" in from_file:  # never given to Hydra (discovery.register): still an unknown key
         data["defaults"] = from_file["defaults"]
     return parse_pipeline({str(k): v for k, v in data.items()}, source=source, default_name=name)
+
+
+#: The pipeline files read by this process, by (path, size, mtime): a sweep's jobs read one file once.
+_READ: dict[tuple[Path, int, int], dict[str, Any]] = {}
+
+
+def _pipeline_file(path: Path) -> dict[str, Any]:
+    """:func:`read_pipeline_file`, read again only when the file changed (a copy each time)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return read_pipeline_file(path)  # says what is wrong with it
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _READ:
+        _READ.clear()
+        _READ[key] = read_pipeline_file(path)
+    return copy.deepcopy(_READ[key])
 
 
 def found_by_hydra(name: str) -> Path | None:
