@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +122,8 @@ class FastJobs:
         self.task: DictConfig | None = None  # the task function's config: the working one without hydra
         self.hydra_data: Any = None  # the working config's hydra node as data, patched for each job
         self.checked_data = False  # whether the patched data was compared with the whole node once
+        self.naming: tuple[str, str, list[str]] | None = None  # hydra.job.config.override_dirname
+        self.fixed: _Fixed | None = None
         self.files = HydraFiles()
         self.logs = JobLogs()
 
@@ -212,27 +216,33 @@ class FastJobs:
                 raise _NotScalar(override.key_or_group)
         ConfigLoaderImpl._apply_overrides_to_config(overrides, cfg)
 
-    def _set_job(self, cfg: DictConfig, job: Sequence[str], idx: int | None) -> None:
-        """The job's values, then what Hydra's composition and launcher set from its overrides and number."""
+    def _set_job(self, cfg: DictConfig, job: Sequence[str], idx: int | None) -> str:
+        """The job's values, then what Hydra's composition and launcher set from its overrides and
+        number; returns its ``override_dirname``."""
         self._apply(cfg, job)
         hydra = cfg.hydra
         task, job_node = hydra.overrides.task, hydra.job
-        naming = job_node.config.override_dirname
+        if self.naming is None:
+            naming = job_node.config.override_dirname
+            self.naming = (str(naming.kv_sep), str(naming.item_sep), list(naming.exclude_keys))
+        kv_sep, item_sep, exclude_keys = self.naming
+        dirname = get_overrides_dirname(
+            overrides=[self._parse(line) for line in job if not self._parse(line).is_hydra_override()],
+            kv_sep=kv_sep,
+            item_sep=item_sep,
+            exclude_keys=exclude_keys,
+        )
         with read_write(hydra), open_dict(hydra):
             if len(task) == len(job):  # set before: only the swept words change
                 for i in self.swept:
                     task[i] = job[i]
             else:
                 hydra.overrides.task = list(job)
-            job_node.override_dirname = get_overrides_dirname(
-                overrides=[self._parse(line) for line in job if not self._parse(line).is_hydra_override()],
-                kv_sep=naming.kv_sep,
-                item_sep=naming.item_sep,
-                exclude_keys=naming.exclude_keys,
-            )
+            job_node.override_dirname = dirname
             if idx is not None:
                 job_node.id = idx
                 job_node.num = idx
+        return dirname
 
     # -- what replaces Hydra's methods ------------------------------------------------------------------
 
@@ -270,16 +280,15 @@ class FastJobs:
         self.files.start()
         return runs
 
-    def _hydra_node(self, hydra: DictConfig) -> Any:
+    def _hydra_node(self, hydra: DictConfig, job: list[str], idx: int, dirname: str, output_dir: str) -> Any:
         """The job's hydra node as data: the working one's, with what differs between jobs replaced."""
         base = self.hydra_data
         if base is None:
             return _plain(hydra)
         data = dict(base)
-        data["overrides"] = {**base["overrides"], "task": _plain(hydra.overrides.task)}
-        job = hydra.job
-        data["job"] = {**base["job"], "override_dirname": job.override_dirname, "id": job.id, "num": job.num}
-        data["runtime"] = {**base["runtime"], "output_dir": hydra.runtime.output_dir}
+        data["overrides"] = {**base["overrides"], "task": job}
+        data["job"] = {**base["job"], "override_dirname": dirname, "id": idx, "num": idx}
+        data["runtime"] = {**base["runtime"], "output_dir": output_dir}
         if not self.checked_data:  # once: nothing else differs
             self.checked_data = True
             whole = _plain(hydra)
@@ -292,31 +301,36 @@ class FastJobs:
     def _run_job(self, cfg: DictConfig, overrides: list[str], idx: int) -> JobReturn:
         """What Hydra's ``run_job`` does for one job, on the working config instead of copies of it.
 
-        The ``.hydra/`` files are taken as data now and written by :attr:`files` (overrides.yaml at
-        once: the sweep's files list the jobs by it).
+        The ``.hydra/`` files are taken as data now and written by :attr:`files` once every job is
+        prepared (overrides.yaml at once: the sweep's files find the jobs by it). What is the same for
+        every job is read from the config once (:class:`_Fixed`).
         """
-        self._set_job(cfg, overrides, idx)
+        dirname = self._set_job(cfg, overrides, idx)
         task_cfg = self.task
         assert task_cfg is not None
         self._apply(task_cfg, overrides)
         hydra = cfg.hydra
+        fixed = self.fixed = self.fixed or _Fixed.read(hydra)
         instance = HydraConfig.instance()
         saved = instance.cfg
         instance.cfg = cfg  # type: ignore[assignment]  # ${hydra:...} resolves against this job
         try:
-            sweep = hydra.sweep
-            output_dir = os.path.join(str(sweep.dir), str(sweep.subdir))
+            subdir = str(idx) if fixed.subdir_is_num else str(hydra.sweep.subdir)
+            output_dir = os.path.abspath(os.path.join(fixed.sweep_dir, subdir))
             with read_write(hydra), open_dict(hydra):
-                hydra.runtime.output_dir = os.path.abspath(output_dir)
+                hydra.runtime.output_dir = output_dir
             # The jobs share the task config (each job's values set on it in turn): not kept per job.
             ret = JobReturn(overrides=overrides, cfg=None, working_dir=os.getcwd())
             Path(output_dir).mkdir(parents=True, exist_ok=True)
-            self.logs.configure(hydra)
-            if hydra.output_subdir is not None:
-                folder = Path(hydra.runtime.output_dir) / str(hydra.output_subdir)
-                self.files.write(folder / "overrides.yaml", list(overrides), now=True)
+            self.logs.configure(hydra, output_dir, fixed.job_name)
+            if fixed.output_subdir is not None:
+                folder = Path(output_dir) / fixed.output_subdir
+                _write_yaml(
+                    folder / "overrides.yaml", list(overrides)
+                )  # now: the sweep's files list jobs by it
                 self.files.write(folder / "config.yaml", _plain(task_cfg))
-                self.files.write(folder / "hydra.yaml", {"hydra": self._hydra_node(hydra)})
+                node = self._hydra_node(hydra, list(overrides), idx, dirname, output_dir)
+                self.files.write(folder / "hydra.yaml", {"hydra": node})
             self.context.callbacks.on_job_start(config=cfg, task_function=self.task_function)
             try:
                 ret.return_value = self.task_function(task_cfg)
@@ -331,6 +345,28 @@ class FastJobs:
             instance.cfg = saved
 
 
+@dataclass(frozen=True)
+class _Fixed:
+    """What every job of the sweep shares, read from the hydra node once."""
+
+    sweep_dir: str
+    subdir_is_num: bool  # hydra.sweep.subdir is ${hydra.job.num} (ours and Hydra's default)
+    output_subdir: str | None
+    job_name: str
+
+    @staticmethod
+    def read(hydra: DictConfig) -> _Fixed:
+        subdir = OmegaConf.to_container(hydra.sweep, resolve=False)
+        assert isinstance(subdir, dict)
+        output_subdir = hydra.output_subdir
+        return _Fixed(
+            str(hydra.sweep.dir),
+            subdir.get("subdir") == "${hydra.job.num}",
+            None if output_subdir is None else str(output_subdir),
+            str(hydra.job.name),
+        )
+
+
 class HydraFiles:
     """Writes ``.hydra/`` files as Hydra does (``OmegaConf.to_yaml`` of the same data), on a thread
     started once every job is prepared, so that writing them does not delay the first prediction."""
@@ -339,28 +375,26 @@ class HydraFiles:
         self.pending: list[tuple[Path, Any]] = []
         self.thread: threading.Thread | None = None
 
-    def write(self, path: Path, data: Any, *, now: bool = False) -> None:
-        if now:
-            _write_yaml(path, data)
-        else:
-            self.pending.append((path, data))
+    def write(self, path: Path, data: Any) -> None:
+        self.pending.append((path, data))
 
     def start(self) -> None:
         """Write what is pending, from now on, on a thread."""
-        if self.pending and self.thread is None:
+        if self.thread is None and self.pending:
+            self.pending.reverse()  # popped from the end
             self.thread = threading.Thread(target=self._drain, name="kkiai-hydra-files", daemon=True)
             self.thread.start()
 
     def close(self) -> None:
-        """Wait until every file is written (any left are written here)."""
+        """Wait until every file is written."""
+        self.start()
         if self.thread is not None:
             self.thread.join()
             self.thread = None
-        self._drain()
 
     def _drain(self) -> None:
         while self.pending:
-            path, data = self.pending.pop(0)
+            path, data = self.pending.pop()
             try:
                 _write_yaml(path, data)
             except OSError as exc:
@@ -385,33 +419,49 @@ class JobLogs:
 
     def __init__(self) -> None:
         self.retarget: dict[str, logging.FileHandler] | None = None  # None: not set up yet
+        self.names: dict[str, str] = {}  # the handlers' file names, unresolved
 
-    def configure(self, hydra: DictConfig) -> None:
+    def configure(self, hydra: DictConfig, output_dir: str, job_name: str) -> None:
         node = hydra.job_logging
         if not self.retarget:
             configure_log(node, hydra.verbose)
             if self.retarget is None:
-                self.retarget = _file_handlers(node)
+                self.retarget, self.names = _file_handlers(node)
             return
         for name, handler in self.retarget.items():
             handler.close()
-            handler.baseFilename = os.path.abspath(str(OmegaConf.select(node, f"handlers.{name}.filename")))
+            filename = _filename(self.names[name], output_dir, job_name)
+            if filename is None:
+                filename = str(OmegaConf.select(node, f"handlers.{name}.filename"))
+            handler.baseFilename = os.path.abspath(filename)
             handler.stream = handler._open()
 
 
-def _file_handlers(node: DictConfig | None) -> dict[str, logging.FileHandler]:
+_OUTPUT_DIR, _JOB_NAME = "${hydra.runtime.output_dir}", "${hydra.job.name}"
+
+
+def _filename(template: str, output_dir: str, job_name: str) -> str | None:
+    """A handler's file name for this job when it only interpolates the job's directory and name (as
+    ours does); None when OmegaConf must resolve it."""
+    rest = re.sub(r"\$\{hydra\.(runtime\.output_dir|job\.name)\}", "", template)
+    if "\\" in template or "$" in rest:
+        return None
+    return template.replace(_OUTPUT_DIR, output_dir).replace(_JOB_NAME, job_name)
+
+
+def _file_handlers(node: DictConfig | None) -> tuple[dict[str, logging.FileHandler], dict[str, str]]:
     """The file handlers that configuring ``node`` made, by name, if the file names are all that may
-    differ between jobs (its only interpolations); else none."""
+    differ between jobs (its only interpolations), and their unresolved file names; else none."""
     if node is None:
-        return {}
+        return {}, {}
     raw = OmegaConf.to_container(node, resolve=False)
     shape, files = _split_filenames(raw)
     if not files or "${" in repr(shape):
-        return {}
+        return {}, {}
     found = {h.get_name(): h for h in _handlers() if isinstance(h, logging.FileHandler)}
     if not all(name in found for name in files):
-        return {}
-    return {name: found[name] for name in files}
+        return {}, {}
+    return {name: found[name] for name in files}, files
 
 
 def _split_filenames(conf: Any) -> tuple[Any, dict[str, str]]:
