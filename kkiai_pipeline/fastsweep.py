@@ -287,7 +287,7 @@ class FastJobs:
             return _plain(hydra)
         data = dict(base)
         data["overrides"] = {**base["overrides"], "task": job}
-        data["job"] = {**base["job"], "override_dirname": dirname, "id": idx, "num": idx}
+        data["job"] = {**base["job"], "override_dirname": dirname, "id": str(idx), "num": idx}  # id: a str
         data["runtime"] = {**base["runtime"], "output_dir": output_dir}
         if not self.checked_data:  # once: nothing else differs
             self.checked_data = True
