@@ -1,4 +1,5 @@
-"""Fast sweeps (kkiai_pipeline/fastsweep.py): the same jobs and the same files as Hydra's own path.
+"""Fast sweeps (kkiai_pipeline/fastsweep.py): the same jobs and the same files as Hydra's own path;
+and the orchestrator starting a sweep's jobs in turn, so that the first create does not wait for all.
 
 Each sweep is a dry run of ``kkiai-run -m`` in this process (nothing is sent), once as it runs by
 default and once with the fast path refused, in two folders; every job's ``.hydra/`` files and plan
@@ -7,15 +8,18 @@ must be the same, and Hydra must have composed only the working config and the g
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
 from kkiai_pipeline import cli, fastsweep
+from kkiai_pipeline.orchestrator import _in_turn
 
 ONE = """
 name: one
@@ -116,3 +120,45 @@ def test_a_bad_value_in_a_late_job_stops_nothing_else_and_is_reported(
     assert len(jobs) == 20
     assert [j["status"] for j in jobs] == ["planned", "error"] * 10
     assert "width must be one of" in jobs[-1]["error"]
+
+
+# -- the orchestrator starts its jobs in turn ---------------------------------------------------------
+
+
+def test_the_first_job_is_served_before_the_last_one_starts() -> None:
+    log: list[tuple[str, int]] = []
+
+    async def job(num: int) -> Any:
+        log.append(("start", num))  # a job's synchronous start (its run.json written)
+        await asyncio.sleep(0)  # its first create on the way
+        log.append(("sent", num))
+        return num
+
+    results = asyncio.run(_in_turn([job(n) for n in range(10)]))
+    assert results == list(range(10))
+    assert log.index(("sent", 0)) < log.index(("start", 9))
+    assert sorted(log) == sorted([("start", n) for n in range(10)] + [("sent", n) for n in range(10)])
+
+
+def test_jobs_interrupted_while_starting_wind_down_and_the_rest_never_start() -> None:
+    ended: list[int] = []
+    started: list[int] = []
+
+    async def job(num: int) -> Any:
+        started.append(num)
+        try:
+            await asyncio.sleep(60)
+        finally:
+            ended.append(num)
+
+    async def interrupted() -> None:
+        starting = asyncio.ensure_future(_in_turn([job(n) for n in range(100)]))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+
+    asyncio.run(interrupted())
+    assert 0 < len(started) < 100
+    assert sorted(ended) == sorted(started)  # every started job ran its clean-up
