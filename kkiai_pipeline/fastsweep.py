@@ -14,8 +14,10 @@ exactly without Hydra:
 - ``validate_batch_is_legal``: applies each job's swept overrides (the same Hydra function that applies
   them after composing, so a bad value fails as it would) instead of composing the job;
 - ``launcher.launch``: for each job, in order, sets the job's values, number, overrides and directory on
-  one working config, writes ``.hydra/`` (config.yaml, hydra.yaml, overrides.yaml), sets up the job's
-  logging and calls the task function, as Hydra's ``run_job`` does, without the copies.
+  one working config, writes ``.hydra/overrides.yaml``, takes ``config.yaml`` and ``hydra.yaml`` as
+  data (written by a thread once every job is prepared, while the first predictions run), points the
+  job's log file at its directory and calls the task function, as Hydra's ``run_job`` does, without
+  composing or copying the config.
 
 The working config is one Hydra composition of the first job without its swept overrides. An override
 qualifies when it is a plain ``key=value`` (no ``+``/``++``/``~``, no package), its key is not a config
@@ -57,11 +59,11 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import Container, DictConfig, OmegaConf, open_dict, read_write
 from omegaconf._utils import get_omega_conf_dumper
 
+from .multirun import BASIC_LAUNCHER, BASIC_SWEEPER
+
 log = logging.getLogger(__name__)
 hydra_log = logging.getLogger("hydra._internal.core_plugins.basic_launcher")  # the lines Hydra logs
 
-BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 _DUMPER = get_omega_conf_dumper()
 
 
