@@ -28,7 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -141,6 +141,20 @@ class StepRecord:
         return round(end - start, 3) if start is not None and end is not None else None
 
 
+def step_json(step: StepRecord) -> dict[str, Any]:
+    """A step's record as run.json holds it: what ``dataclasses.asdict`` gives, without its deep copies
+    (the values are JSON data, written out at once). A foreach step of 10,000 items is serialized at
+    every snapshot: asdict spent most of a snapshot copying what json.dumps then read once."""
+    data = {name: getattr(step, name) for name in _STEP_FIELDS}
+    data["outputs"] = [{name: getattr(a, name) for name in _ARTIFACT_FIELDS} for a in step.outputs]
+    data["items"] = [step_json(item) for item in step.items]
+    return data
+
+
+_STEP_FIELDS = tuple(f.name for f in fields(StepRecord))
+_ARTIFACT_FIELDS = tuple(f.name for f in fields(Artifact))
+
+
 @dataclass(frozen=True)
 class Totals:
     """What a run obtained: predictions it paid for, results it reused, and the ``predict_time`` (the
@@ -211,7 +225,7 @@ class RunRecord:
             "finished_at": self.finished_at,
             "api": self.api,
             "traffic": self.traffic,
-            "steps": {sid: asdict(step) for sid, step in self.steps.items()},
+            "steps": {sid: step_json(step) for sid, step in self.steps.items()},
         }
 
     def start(self) -> None:
@@ -247,7 +261,7 @@ class RunRecord:
         step = self.steps[step_id]
         entry: dict[str, Any] = {
             "step": step_id,
-            "record": asdict(step if item is None else step.items[item]),
+            "record": step_json(step if item is None else step.items[item]),
         }
         if item is not None:
             entry["item"] = item

@@ -21,6 +21,7 @@ from kkiai_pipeline.rundir import (
     Totals,
     load_record,
     read_record,
+    step_json,
 )
 
 from .integration import kkiai_run
@@ -136,6 +137,15 @@ def test_a_written_record_with_items_and_outputs_is_valid(schema: dict[str, Any]
     reread = read_record(tmp_path).record
     assert reread is not None
     assert reread.steps["gen"] == step
+
+
+def test_a_step_is_written_as_asdict_writes_it_without_copying() -> None:
+    item = StepRecord("o/m", VERSION, index=3, item={"prompt": "x"}, input={"prompt": "x", "seed": [1]})
+    item.outputs = [Artifact("steps/gen/3/output_0.png", "http://x/a.png", "0" * 64, 3, "image/png")]
+    item.attempts = [{"prediction_id": "p", "status": "succeeded", "error": None}]
+    step = StepRecord("o/m", VERSION, depends_on=["a"], items=[item], metrics={"predict_time": 1.5})
+    assert step_json(step) == asdict(step)
+    assert step_json(step)["items"][0]["input"] is item.input  # read once by json.dumps, not copied
 
 
 # -- reading what is there --------------------------------------------------------------------------
