@@ -18,6 +18,7 @@ from kkiai_pipeline.sandbox import SandboxConfig, serve_in_thread
 from kkiai_pipeline.templating import TemplateProblem, Templates
 
 from .integration import kkiai_run
+from .test_reliability import manifest, start_run, wait_until
 
 CONTEXT: dict[str, Any] = {"params": {}, "steps": {}}
 
@@ -225,3 +226,34 @@ def test_the_shipped_prompt_batch_runs_one_prediction_a_row(tmp_path: Path, sand
         (13, 9.0),
     ]
     assert sandbox.stats()["requests"]["create"] == 7
+
+
+def test_a_batch_killed_mid_run_resumes_item_by_item_without_paying_twice(tmp_path: Path) -> None:
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    (folder / "prompts.txt").write_text("".join(f"prompt {i}\n" for i in range(80)))
+    (folder / "batch.yaml").write_text(
+        "name: batch\nsteps:\n  each:\n    model: stability-ai/stable-diffusion\n"
+        "    foreach: \"{{ lines('prompts.txt') }}\"\n"
+        "    input: {prompt: '{{ item }}', width: 64, height: 64, num_inference_steps: 1}\n"
+    )
+    with serve_in_thread(SandboxConfig(queue_seconds=0, predict_seconds=0.3)) as sandbox:
+        args = ["pipeline=batch", f"api.base_url={sandbox.base_url}", "api.list_lag_seconds=1"]
+        args += ["max_concurrency=20", "api.wait_seconds=1"]
+        run = start_run(tmp_path, *args)
+        wait_until(lambda: sandbox.stats()["requests"]["create"] >= 30)
+        run.kill()  # SIGKILL: no clean-up of any kind
+        run.communicate(timeout=30)
+        paid_before = sandbox.stats()["requests"]["create"]
+        assert paid_before < 80
+
+        resumed = start_run(tmp_path, *args, "resume=true")
+        _, stderr = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, stderr
+        stats = sandbox.stats()
+    items = manifest(tmp_path)["steps"]["each"]["items"]
+    assert [i["status"] for i in items] == ["succeeded"] * 80
+    assert stats["requests"]["create"] == 80  # one per item, across both processes
+    assert stats.get("duplicates", 0) == 0
+    how = {i["obtained"] for i in items[:10]}  # the first items finished before the kill
+    assert how <= {"reused", "reattached", "recovered"}, how
