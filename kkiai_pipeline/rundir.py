@@ -3,7 +3,8 @@
 Two files keep it:
 
 - ``run.json``, the whole record, rewritten atomically (temporary file, fsync, rename) at the start,
-  at most once a second while the run goes on, and at the end;
+  while the run goes on each time the journal has grown by as much as run.json (at most once a
+  second), and at the end;
 - ``run.journal``, one JSON line per step change, appended as it happens.
 
 What money depends on (intents to create, prediction ids) is not kept here but in the ledger
@@ -48,6 +49,7 @@ MANIFEST = "run.json"
 JOURNAL = "run.journal"
 SCHEMA_VERSION = 2  # of run.json; docs/run.schema.json describes it
 SNAPSHOT_INTERVAL = 1.0  # seconds between rewrites of run.json while a run goes on
+INDENTED_PREDICTIONS = 1000  # run.json is indented for people to read, up to this many predictions
 
 #: The moves a step's status may make; anything else is a bug (StateError).
 _MOVES: dict[str, frozenset[str]] = {
@@ -191,7 +193,8 @@ class RunRecord:
     traffic: dict[str, Any] = field(default_factory=dict)  # request, retry and download counters
     _journal: IO[str] | None = field(default=None, repr=False, compare=False)
     _snapshot_at: float = field(default=0.0, repr=False, compare=False)
-    _snapshot_every: float = field(default=SNAPSHOT_INTERVAL, repr=False, compare=False)
+    _snapshot_chars: int = field(default=0, repr=False, compare=False)  # run.json's size when last written
+    _journaled_chars: int = field(default=0, repr=False, compare=False)  # journal written since then
 
     @property
     def seconds(self) -> float | None:
@@ -246,16 +249,25 @@ class RunRecord:
         self.close()
 
     def save(self, *, compact: bool = False) -> None:
-        """Write the whole record to run.json now (``compact``: without indentation, for speed)."""
-        started = time.monotonic()
-        write_json_atomic(self.run_dir / MANIFEST, self.to_json(), indent=None if compact else 2)
+        """Write the whole record to run.json now (``compact``: without indentation, for speed).
+
+        A record of more than ``INDENTED_PREDICTIONS`` predictions is always compact: json indents in
+        pure Python, ten times slower than its compact C encoder (seconds for a 10,000-item foreach).
+        """
+        compact = compact or sum(len(s.items) or 1 for s in self.steps.values()) > INDENTED_PREDICTIONS
+        written = write_json_atomic(self.run_dir / MANIFEST, self.to_json(), indent=None if compact else 2)
         self._snapshot_at = time.monotonic()
-        # A large run's snapshot costs more: keep snapshots under about 5% of the time.
-        self._snapshot_every = max(SNAPSHOT_INTERVAL, 20 * (self._snapshot_at - started))
+        self._snapshot_chars, self._journaled_chars = written, 0
 
     def note(self, step_id: str, *, item: int | None = None) -> None:
         """Record a change of one step (or one ``item`` of it): appended to the journal; run.json is
-        rewritten now and then. (What money depends on is in the ledger, durably, already.)"""
+        rewritten now and then. (What money depends on is in the ledger, durably, already.)
+
+        run.json is rewritten once the journal has grown by as much as run.json's size since the last
+        rewrite (and at least ``SNAPSHOT_INTERVAL`` seconds have passed): each rewrite is paid for by
+        as many characters of journal, so a run's snapshots together cost at most about what its
+        journal does, linear in its changes, however large its steps (a foreach of 10,000 items).
+        """
         if self._journal is None:
             self._journal = (self.run_dir / JOURNAL).open("a", encoding="utf-8")
         step = self.steps[step_id]
@@ -265,9 +277,14 @@ class RunRecord:
         }
         if item is not None:
             entry["item"] = item
-        self._journal.write(redact(json.dumps(entry, default=str)) + "\n")
+        line = redact(json.dumps(entry, default=str))
+        self._journal.write(line + "\n")
         self._journal.flush()
-        if time.monotonic() - self._snapshot_at >= self._snapshot_every:
+        self._journaled_chars += len(line) + 1
+        if (
+            self._journaled_chars >= self._snapshot_chars
+            and time.monotonic() - self._snapshot_at >= SNAPSHOT_INTERVAL
+        ):
             self.save(compact=True)
 
     def close(self) -> None:
@@ -498,17 +515,19 @@ def _replay(steps: dict[str, Any], path: Path) -> None:
             items[item] = record
 
 
-def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> None:
-    """Write ``data`` as JSON so that readers see the old file or the new one, never a mix.
+def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> int:
+    """Write ``data`` as JSON so that readers see the old file or the new one, never a mix; returns
+    the number of characters written.
 
     The file and its directory are fsynced: a prediction id written here survives a power cut. The API
     token's value is masked.
     """
+    text = redact(json.dumps(data, indent=indent, ensure_ascii=False, default=str)) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(redact(json.dumps(data, indent=indent, ensure_ascii=False, default=str)) + "\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -516,6 +535,7 @@ def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    return len(text)
 
 
 def _epoch(stamp: str | None) -> float | None:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
+from kkiai_pipeline import rundir
 from kkiai_pipeline.artifacts import Artifact
 from kkiai_pipeline.multirun import collect_jobs
 from kkiai_pipeline.rundir import (
@@ -146,6 +147,34 @@ def test_a_step_is_written_as_asdict_writes_it_without_copying() -> None:
     step = StepRecord("o/m", VERSION, depends_on=["a"], items=[item], metrics={"predict_time": 1.5})
     assert step_json(step) == asdict(step)
     assert step_json(step)["items"][0]["input"] is item.input  # read once by json.dumps, not copied
+
+
+def test_snapshots_of_a_large_foreach_cost_no_more_than_its_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rundir, "SNAPSHOT_INTERVAL", 0.0)  # by size alone: no clock lets it off
+    written: list[int] = []
+    write = rundir.write_json_atomic
+
+    def counted(path: Path, data: Any, *, indent: int | None = 2) -> int:
+        written.append(write(path, data, indent=indent))
+        return written[-1]
+
+    monkeypatch.setattr(rundir, "write_json_atomic", counted)
+    step = StepRecord("o/m", VERSION, items=[StepRecord("o/m", VERSION, index=i) for i in range(2000)])
+    record = a_run(tmp_path, gen=step)
+    record.note("gen")
+    for item in step.items:
+        item.start()
+        item.input, item.key = {"prompt": f"prompt {item.index}"}, f"{item.index:064d}"
+        item.succeed(outputs=[Artifact(f"steps/gen/{item.index}/output_0.png", "", "0" * 64, 3, "image/png")])
+        record.note("gen", item=item.index)
+    journal = (tmp_path / JOURNAL).stat().st_size
+    snapshots = written[1:]  # after the one of start()
+    assert 1 <= len(snapshots) < 20
+    assert sum(snapshots) <= 2 * journal  # each rewrite was paid for by as much journal
+    record.finish(interrupted=False)
+    assert read_record(tmp_path).record == record
 
 
 # -- reading what is there --------------------------------------------------------------------------
