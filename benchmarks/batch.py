@@ -212,6 +212,8 @@ class Sandbox:
         httpx.post(f"{self.root}/sandbox/reset", timeout=60).raise_for_status()
 
     def close(self) -> None:
+        if self.process.poll() is not None:
+            return
         self.process.send_signal(signal.SIGINT)
         try:
             self.process.wait(timeout=15)
@@ -291,8 +293,9 @@ def main(argv: list[str] | None = None) -> None:
         (Path(spec["folder"]) / "result.json").write_text(json.dumps(child(spec)))
         return
     work = Path(tempfile.mkdtemp(prefix="kkiai-batch-", dir=args.keep))
-    bookkeeping_table([int(s) for s in args.sizes.split(",")], work)
+    sizes = [int(s) for s in args.sizes.split(",")]
     if args.bookkeeping_only:
+        bookkeeping_table(sizes, work)
         return
     sandbox = Sandbox(args.latency, work)
     try:
@@ -300,13 +303,17 @@ def main(argv: list[str] | None = None) -> None:
             measure("steps", int(n), sandbox=sandbox, work=work, concurrency=args.concurrency)
             for n in args.baseline.split(",")
         ]
-        for n in (int(s) for s in args.sizes.split(",")):
+        for n in sizes:
             rows.append(measure("foreach", n, sandbox=sandbox, work=work, concurrency=args.concurrency))
+        sandbox.close()
+        report(rows, args)
+        print()
+        # Last: a child's peak RSS counts what this process held when it forked the child.
+        bookkeeping_table(sizes, work)
     finally:
         sandbox.close()
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    report(rows, args)
 
 
 def report(rows: list[Measured], args: argparse.Namespace) -> None:
