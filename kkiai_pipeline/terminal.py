@@ -61,7 +61,7 @@ def summary(record: RunRecord) -> str:
     """A table of the steps (status, time, how each result was obtained, outputs), then where the run is."""
     rows = [("step", "status", "time", "result", "outputs")]
     for sid, step in record.steps.items():
-        outputs = ", ".join(a.path for a in step.outputs) or (step.error or "")
+        outputs = _shown_outputs([a.path for a in step.outputs]) or (step.error or "")
         seconds = step.seconds
         rows.append(
             (sid, step.status, f"{seconds:.1f}s" if seconds is not None else "-", _result(step), outputs)
@@ -76,6 +76,17 @@ def summary(record: RunRecord) -> str:
     if report.exists():
         lines.append(f"report: {report}")
     return "\n".join(lines)
+
+
+#: A step with more output files than this (a foreach of thousands) shows its first and last ones.
+SHOWN_OUTPUTS = 6
+
+
+def _shown_outputs(paths: list[str]) -> str:
+    if len(paths) <= SHOWN_OUTPUTS:
+        return ", ".join(paths)
+    half = SHOWN_OUTPUTS // 2
+    return f"{', '.join(paths[:half])}, … {', '.join(paths[-half:])} ({len(paths):,} files)"
 
 
 def _result(step: StepRecord) -> str:

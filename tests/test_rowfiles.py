@@ -9,13 +9,16 @@ from typing import Any
 import pytest
 
 from kkiai_pipeline import planning, rowfiles
+from kkiai_pipeline.artifacts import Artifact
 from kkiai_pipeline.catalog import default_catalog
 from kkiai_pipeline.errors import PipelineError
 from kkiai_pipeline.localfiles import LocalFiles
 from kkiai_pipeline.pipeline import parse_pipeline
 from kkiai_pipeline.planning import Plan, plan
+from kkiai_pipeline.rundir import RunRecord, StepRecord
 from kkiai_pipeline.sandbox import SandboxConfig, serve_in_thread
 from kkiai_pipeline.templating import TemplateProblem, Templates
+from kkiai_pipeline.terminal import summary
 
 from .integration import kkiai_run
 from .test_reliability import manifest, start_run, wait_until
@@ -257,3 +260,16 @@ def test_a_batch_killed_mid_run_resumes_item_by_item_without_paying_twice(tmp_pa
     assert stats.get("duplicates", 0) == 0
     how = {i["obtained"] for i in items[:10]}  # the first items finished before the kill
     assert how <= {"reused", "reattached", "recovered"}, how
+
+
+def test_the_summary_of_a_large_batch_names_its_first_and_last_files(tmp_path: Path) -> None:
+    step = StepRecord("stability-ai/sdxl", "v", status="succeeded")
+    step.outputs = [
+        Artifact(f"steps/b/{i}/output_0.png", "", "0" * 64, 1, "image/png") for i in range(10_000)
+    ]
+    table = summary(RunRecord(tmp_path, "p", {}, {"b": step}, status="succeeded"))
+    line = table.splitlines()[1]
+    assert line.endswith(
+        "steps/b/0/output_0.png, steps/b/1/output_0.png, steps/b/2/output_0.png, … steps/b/9997/output_0.png, "
+        "steps/b/9998/output_0.png, steps/b/9999/output_0.png (10,000 files)"
+    )
