@@ -235,8 +235,6 @@ class Executor:
             output_kind=step.model.output_kind,
             label=label,
         )
-        if self.progress:
-            self.progress.started(label)
         try:
             receipt = await self._obtain(order, rec, step.step.retries)
             handed_on = self._record(rec, receipt, folder)
@@ -260,6 +258,8 @@ class Executor:
         while True:
             try:
                 async with self._slots:
+                    if self.progress:  # running once it has a slot, not while it waits for one
+                        self.progress.started(order.label)
                     receipt = await self.context.purchaser.obtain(order)
             except PredictionFailed as exc:
                 rec.prediction_id = exc.prediction_id
