@@ -28,6 +28,7 @@ class BackendKind:
     open: Callable[[Settings, str, httpx.AsyncBaseTransport | None], PredictionBackend]
     identity: Callable[[Settings, str, str], str]  # (settings, base URL, version) -> service identity
     available: Callable[[Settings], bool]
+    reattach: bool = True  # a prediction left by an earlier process can be followed by id (budget.py)
 
 
 def _open_api(
@@ -56,8 +57,8 @@ def _cog_identity(settings: Settings, base_url: str, version: str) -> str:
 
 
 BACKENDS: dict[str, BackendKind] = {
-    "api": BackendKind(_open_api, _api_identity, lambda s: s.api.kind != "cog"),
-    "cog": BackendKind(_open_cog, _cog_identity, lambda s: bool(s.cog.servers)),
+    "api": BackendKind(_open_api, _api_identity, lambda s: s.api.kind != "cog", PredictionsClient.reattach),
+    "cog": BackendKind(_open_cog, _cog_identity, lambda s: bool(s.cog.servers), CogClient.reattach),
 }
 
 

@@ -200,7 +200,7 @@ def run_job(cfg: DictConfig, *, orchestrator: Orchestrator, sweep: Sweep) -> int
         pipeline = load_pipeline(cfg, name=str(hydra_cfg.runtime.choices.get("pipeline")))
         check_pipeline_values(cfg.get("pipeline"), token_env=settings.api.token_env)  # each job's own
         if settings.dry_run:
-            print(dry_run(pipeline, settings))
+            print(dry_run(pipeline, settings, budgets=sweep.planned if deferred else None))
             return 0
         job = prepare(pipeline, settings)
         if deferred:

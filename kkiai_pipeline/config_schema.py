@@ -301,6 +301,8 @@ PRIMARY = Group(
         "max_download_bytes": whole(low=1),
         "repay_expired": flag(),
         "grid_step": text(nullable=True),
+        # the budget (budget.py): predictions a run or sweep may create before it is refused
+        "max_predictions": whole(low=0),
     }
 )
 

@@ -34,6 +34,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from .budget import Budget, combine
 from .errors import KkiaiError
 from .orchestrator import CURRENT_JOB, Job, Orchestrator
 from .rundir import read_record, write_json_atomic
@@ -76,10 +77,13 @@ class Sweep:
     sweep_dir: Path | None = None
     grid_step: str | None = None
     queued: list[Job] = field(default_factory=list)
+    planned: list[Budget] = field(default_factory=list)  # a dry run's jobs' budgets, summed at the end
 
     def finish(self, *, orchestrator: Orchestrator) -> int:
         """Run the queued jobs together, then write the sweep's files; returns the sweep's exit code."""
         assert self.sweep_dir is not None
+        if self.planned:  # a dry run: the whole sweep's count, shared predictions once
+            print(f"Sweep of {len(self.planned)} jobs: {combine(self.planned).summary()}.")
         interrupted = False
         if self.queued:
             with _job_logs(self.queued):

@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from . import budget
 from .api.backend import PredictionBackend
 from .artifacts import Downloader, download_client
 from .backends import BACKENDS, default_backend
@@ -242,6 +243,7 @@ class Orchestrator:
 
     async def run_async(self, jobs: Sequence[Job]) -> list[RunRecord]:
         """Run ``jobs`` concurrently; each ends with its run.json and report written."""
+        budget.check(jobs)  # all jobs counted together, over max_predictions: refused before any request
         for job in jobs:  # a Cog server that is down stops the run before anything is paid
             await check_cog_servers(job.plan, job.settings, transport=self.transport)
         with ExitStack() as stack:

@@ -66,6 +66,10 @@ class CogSettings:
     options: CogOptions = field(default_factory=CogOptions)
 
 
+#: The default of ``max_predictions`` (why this number: conf/config.yaml).
+DEFAULT_MAX_PREDICTIONS = 1000
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything one run needs besides the pipeline."""
@@ -88,6 +92,8 @@ class Settings:
     # Pay again for a succeeded prediction whose files the service deleted before they were stored
     # (otherwise the step says so and stops).
     repay_expired: bool = False
+    # The budget: a run or sweep that would create more predictions than this is refused (budget.py).
+    max_predictions: int = DEFAULT_MAX_PREDICTIONS
 
 
 def load_settings(
@@ -122,6 +128,7 @@ def load_settings(
         max_download_bytes=raw.get("max_download_bytes", 200 * 1024 * 1024),
         cog=_cog_settings(raw.get("cog") or {}),
         repay_expired=raw.get("repay_expired", False),
+        max_predictions=raw.get("max_predictions", DEFAULT_MAX_PREDICTIONS),
     )
     check_writable(run_dir_key, run_dir)
     # The emulator keeps its predictions under the cache directory unless api.sandbox.store says where.
