@@ -100,7 +100,7 @@ class Budget:
     def _why_uncertain(self) -> str:
         notes = []
         if self.upper_bound:
-            notes.append("a foreach over an earlier step's outputs is counted at their most (num_outputs)")
+            notes.append("a foreach over an earlier step's outputs counts one item per possible output")
         if self.unknown:
             steps = ", ".join(self.unknown)
             notes.append(f"{steps} fans out over a list known only at run time, counted as one item")
