@@ -240,3 +240,27 @@ def test_a_hit_counts_as_a_use(tmp_path: Path, sandbox: Any) -> None:
     code, out, _ = cache_cli(tmp_path, "gc", "--older-than", "30")
     assert (code, out.splitlines()[0]) == (0, "removed 0 entries and 0 files (0 B) unused for 30 days")
     assert len(json.loads(cache_cli(tmp_path, "ls", "--json")[1])) == 3
+
+
+def test_a_blob_is_on_disk_before_its_name_and_its_name_before_the_ledger_says_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[tuple[str, bool]] = []  # (what was fsynced, whether the blob's name existed then)
+    real_fsync = os.fsync
+    ledger = Ledger(tmp_path / "cache")
+    source = tmp_path / "cache" / "incoming" / "k" / "output_0.png"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"png bytes")
+    digest = sha(source)
+
+    def fsync(fd: int) -> None:
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), ledger.blob(digest).exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    try:
+        ledger.adopt(source, digest)
+    finally:
+        ledger.close()
+    assert synced == [(str(source), False), (str(ledger.blob(digest).parent), True)]
+    assert sha(ledger.blob(digest)) == digest and not source.exists()
