@@ -184,17 +184,17 @@ def test_a_big_sweep_is_refused_by_kkiai_run_and_a_dry_run_sweep_prints_its_tota
         return subprocess.run(command, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120)
 
     before = sandbox.stats()["requests"]
-    refused = sweep("seed=range(0,8)", "max_predictions=20", name="big")
+    refused = sweep("seed=range(0,4)", "max_predictions=10", name="big")
     assert refused.returncode == 2, refused.stderr
     assert (
-        "this sweep of 8 jobs would create 24 predictions, 0 reused, more than max_predictions=20. "
-        "Nothing was sent. To allow it, add max_predictions=24 (or more) to the command"
+        "this sweep of 4 jobs would create 12 predictions, 0 reused, more than max_predictions=10. "
+        "Nothing was sent. To allow it, add max_predictions=12 (or more) to the command"
     ) in refused.stderr
     assert "Traceback" not in refused.stderr
     assert sandbox.stats()["requests"] == before
 
-    planned = sweep("seed=4,4,5", "dry_run=true", name="dry")
+    planned = sweep("seed=4,4", "dry_run=true", name="dry")
     assert planned.returncode == 0, planned.stderr
-    assert planned.stdout.count("3 steps: would create 3 predictions, 0 reused.") == 3
-    assert "Sweep of 3 jobs: would create 6 predictions, 0 reused." in planned.stdout  # seed 4 shared
+    assert planned.stdout.count("3 steps: would create 3 predictions, 0 reused.") == 2
+    assert "Sweep of 2 jobs: would create 3 predictions, 0 reused." in planned.stdout  # all shared
     assert sandbox.stats()["requests"] == before

@@ -222,14 +222,8 @@ def test_kkiai_cache_is_a_console_script_that_finds_the_default_cache(tmp_path: 
         f"kkiai-cache: no cache in {tmp_path / 'kkiai-pipeline'} (nothing stored yet)\n",
     )
     assert not (tmp_path / "kkiai-pipeline").exists()  # looking does not create it
-    bad = subprocess.run(
-        [str(SCRIPTS / "kkiai-cache"), "gc", "--older-than", "soon"],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert bad.returncode == 2 and "not a number of days: 'soon'" in bad.stderr
+    code, _, err = cache_cli(tmp_path, "gc", "--older-than", "soon")
+    assert code == 2 and "not a number of days: 'soon'" in err
 
 
 def test_a_hit_counts_as_a_use(tmp_path: Path, sandbox: Any) -> None:
