@@ -67,6 +67,7 @@ class Budget:
     reused: Mapping[str, str] = field(default_factory=dict)
     steps: tuple[StepCount, ...] = ()
     jobs: int = 1
+    limit: int | None = None  # max_predictions in force (the smallest of the jobs')
 
     @property
     def to_create(self) -> int:
@@ -75,6 +76,19 @@ class Budget:
     @property
     def to_reuse(self) -> int:
         return sum(1 for key in self.reused if key not in self.created)
+
+    @property
+    def over_limit(self) -> bool:
+        """Whether running it would be refused (more to create than ``max_predictions``)."""
+        return self.limit is not None and self.to_create > self.limit
+
+    def refusal(self) -> str:
+        """Why it is refused, and the override that allows it."""
+        what = f"this sweep of {self.jobs} jobs" if self.jobs > 1 else "this run"
+        return (
+            f"{what} {self.summary()}, more than max_predictions={self.limit}. Nothing was sent. "
+            f"To allow it, add max_predictions={self.to_create} (or more) to the command"
+        )
 
     @property
     def upper_bound(self) -> bool:
@@ -113,12 +127,15 @@ def combine(budgets: Iterable[Budget]) -> Budget:
     reused: dict[str, str] = {}
     steps: list[StepCount] = []
     jobs = 0
+    limits = []
     for budget in budgets:
         created.update(budget.created)
         reused.update(budget.reused)
         steps.extend(budget.steps)
         jobs += budget.jobs
-    return Budget(created, reused, tuple(steps), jobs)
+        if budget.limit is not None:
+            limits.append(budget.limit)
+    return Budget(created, reused, tuple(steps), jobs, min(limits, default=None))
 
 
 class JobLike(Protocol):
@@ -158,22 +175,11 @@ def open_ledger(settings: Settings) -> Ledger | None:
 
 def check(jobs: Sequence[JobLike]) -> Budget:
     """Count ``jobs`` together; raise BudgetExceeded when over the smallest ``max_predictions``."""
-    if not jobs:
-        return Budget(jobs=0)
     budget = count_jobs(jobs)
-    limit = min(job.settings.max_predictions for job in jobs)
-    if budget.to_create > limit:
-        raise BudgetExceeded(refusal(budget, limit), count=budget.to_create, limit=limit)
+    if budget.over_limit:
+        assert budget.limit is not None
+        raise BudgetExceeded(budget.refusal(), count=budget.to_create, limit=budget.limit)
     return budget
-
-
-def refusal(budget: Budget, limit: int) -> str:
-    """The message of a refused run or sweep: how many, and the override that allows it."""
-    what = f"this sweep of {budget.jobs} jobs" if budget.jobs > 1 else "this run"
-    return (
-        f"{what} {budget.summary()}, more than max_predictions={limit}. Nothing was sent. "
-        f"To allow it, add max_predictions={budget.to_create} (or more) to the command"
-    )
 
 
 def count(
@@ -182,7 +188,7 @@ def count(
     """The budget of one job; ``ledger`` is read (never written), ``run_id`` is the run it resumes."""
     walk = _Walk(plan, settings, ledger, run_id)
     steps = tuple(walk.step(step) for step in plan.steps)
-    return Budget(walk.created, walk.reused, steps)
+    return Budget(walk.created, walk.reused, steps, limit=settings.max_predictions)
 
 
 class _Walk:

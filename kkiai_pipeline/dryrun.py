@@ -120,6 +120,8 @@ def plan_text(plan: Plan, *, seed: int | None, budget: Budget | None = None) -> 
             marker = "  (template, rendered at run time)" if name in step["templated"] else ""
             lines.append(f"    {name}: {json.dumps(value, ensure_ascii=False)}{marker}")
     lines.append("")
+    if counted.over_limit:
+        lines.append(f"Over the budget: {counted.refusal()}.")
     lines.append("Dry run: nothing was sent to the API.")
     return "\n".join(lines)
 

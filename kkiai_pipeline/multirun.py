@@ -83,7 +83,10 @@ class Sweep:
         """Run the queued jobs together, then write the sweep's files; returns the sweep's exit code."""
         assert self.sweep_dir is not None
         if self.planned:  # a dry run: the whole sweep's count, shared predictions once
-            print(f"Sweep of {len(self.planned)} jobs: {combine(self.planned).summary()}.")
+            budget = combine(self.planned)
+            print(f"Sweep of {budget.jobs} jobs: {budget.summary()}.")
+            if budget.over_limit:
+                print(f"Over the budget: {budget.refusal()}.")
         interrupted = False
         if self.queued:
             with _job_logs(self.queued):

@@ -193,8 +193,13 @@ def test_a_big_sweep_is_refused_by_kkiai_run_and_a_dry_run_sweep_prints_its_tota
     assert "Traceback" not in refused.stderr
     assert sandbox.stats()["requests"] == before
 
-    planned = sweep("seed=4,4", "dry_run=true", name="dry")
-    assert planned.returncode == 0, planned.stderr
+    planned = sweep("seed=4,4", "dry_run=true", "max_predictions=2", name="dry")
+    assert planned.returncode == 0, planned.stderr  # a dry run is never refused: it says so
     assert planned.stdout.count("3 steps: would create 3 predictions, 0 reused.") == 2
+    assert planned.stdout.count("Over the budget: this run would create 3 predictions") == 2
     assert "Sweep of 2 jobs: would create 3 predictions, 0 reused." in planned.stdout  # all shared
+    assert (
+        "Over the budget: this sweep of 2 jobs would create 3 predictions, 0 reused, more than "
+        "max_predictions=2. Nothing was sent. To allow it, add max_predictions=3 (or more) to the command."
+    ) in planned.stdout
     assert sandbox.stats()["requests"] == before
