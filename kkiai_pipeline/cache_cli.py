@@ -9,8 +9,9 @@ file per sha256). The cache directory is found as ``kkiai-run`` finds it by defa
 - ``verify``: hashes every file again; lists damaged and missing ones; exit 1 if there are any.
 - ``gc --older-than DAYS``: removes entries not used for DAYS (stored, expired, failed, or intended
   by a process that is gone; never one a live process owns, never one naming a prediction that may
-  still be billed or resolved), then every file no entry names, unless it is younger than an hour
-  (a running process may be storing it). ``--dry-run`` says what it would remove.
+  still be billed or resolved), their files unless another entry names them, and every other file no
+  entry names unless it is younger than an hour (a running process may be storing it). ``--dry-run``
+  says what it would remove.
 
 Exit codes: 0 done; 1 ``verify`` found damage; 2 bad usage.
 """
@@ -202,8 +203,13 @@ def collect(ledger: Ledger, args: argparse.Namespace) -> int:
     rows = ledger.rows_now()
     gone = {e.key for e in removed}
     named = {f.sha256 for row in rows if row.entry.key not in gone for f in row.entry.files}
-    young = min(cutoff, now - GRACE_SECONDS)
-    files = [p for p in _blob_files(ledger) if p.name not in named and p.stat().st_mtime < young]
+    freed_by = {f.sha256 for e in removed for f in e.files}  # files of the removed entries go now;
+    young = min(cutoff, now - GRACE_SECONDS)  # a file no entry named may be one being stored
+    files = [
+        p
+        for p in _blob_files(ledger)
+        if p.name not in named and p.stat().st_mtime < (cutoff if p.name in freed_by else young)
+    ]
     freed = sum(p.stat().st_size for p in files)
     if not args.dry_run:
         for path in files:

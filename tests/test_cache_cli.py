@@ -211,6 +211,12 @@ def test_gc_removes_what_was_not_used_and_keeps_what_may_still_be_paid_for(
     again = shots(tmp_path, sandbox.base_url, "again", seed=2)  # the recent run is still a hit
     assert {s.obtained for s in again.steps.values()} == {"reused"}
 
+    code, out, _ = cache_cli(tmp_path, "gc", "--older-than", "0")  # everything that can go, files and all
+    recent = {a.sha256 for s in again.steps.values() for a in s.outputs}
+    assert out.splitlines()[0].startswith(f"removed 3 entries and {len(recent)} files")
+    assert sorted(e["key"] for e in json.loads(cache_cli(tmp_path, "ls", "--json")[1])) == ["k0", "k1"]
+    assert [p.name for p in (tmp_path / "cache" / "blobs").glob("*/*")] == [young_orphan.name]
+
 
 def test_kkiai_cache_is_a_console_script_that_finds_the_default_cache(tmp_path: Path) -> None:
     environ = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
