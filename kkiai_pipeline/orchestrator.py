@@ -36,6 +36,7 @@ from .backends import BACKENDS, default_backend
 from .catalog import Catalog, default_catalog
 from .errors import ConfigError, PipelineError, Problem
 from .execution import Executor, JobContext, Progress
+from .inflight import ClusterClaims
 from .ledger import OWNER_BEAT_SECONDS, Ledger
 from .localfiles import LocalFiles
 from .pipeline import Pipeline
@@ -346,6 +347,8 @@ class _Shared:
             await asyncio.sleep(OWNER_BEAT_SECONDS)
 
     async def aclose(self) -> None:
+        for purchaser in self.purchasers.values():
+            await purchaser.aclose()
         for pool in self.pools.values():
             for backend in pool.backends.values():
                 await backend.aclose()
@@ -368,7 +371,10 @@ def _purchaser(ledger: Ledger, pool: _Pool, downloads: httpx.AsyncClient, settin
         repay_expired=settings.repay_expired,
         on_interrupt=settings.on_interrupt,
     )
-    return Purchaser(ledger=ledger, backends=pool.backends, downloader=downloader, options=options)
+    claims = ClusterClaims(ledger.owner) if settings.api.rate_scope == "cluster" else None
+    return Purchaser(
+        ledger=ledger, backends=pool.backends, downloader=downloader, options=options, claims=claims
+    )
 
 
 def _pool_key(settings: Settings, base_url: str) -> Any:

@@ -1,6 +1,7 @@
-"""Token buckets kept by one Ray actor, shared by every job of a Ray cluster (the ``cluster`` scope).
+"""One Ray actor for the account, shared by every job of a Ray cluster (the ``cluster`` scope): it keeps
+the token buckets and the keys of the predictions being bought (see :mod:`kkiai_pipeline.inflight`).
 
-The actor is named and detached (``kkiai-pipeline-limits`` in the namespace ``kkiai-pipeline``), so
+The actor is named and detached (``kkiai-pipeline-account`` in the namespace ``kkiai-pipeline``), so
 every worker of every sweep on the cluster finds the same one (``get_if_exists``), and it outlives the
 job that happened to start it. It needs no CPU, so it never takes a job's slot. It keeps one GCRA state
 per bucket key (the API's base URL and the kind of call) on its own clock and answers each reservation
@@ -16,18 +17,21 @@ import math
 import time
 from typing import Any
 
+from ..inflight import Buying
 from .ratelimit import gcra_pause, gcra_reserve
 
-ACTOR_NAME = "kkiai-pipeline-limits"
+ACTOR_NAME = "kkiai-pipeline-account"
 NAMESPACE = "kkiai-pipeline"
 CALL_TIMEOUT_SECONDS = 10.0  # an answer slower than this counts as a failure (the caller falls back)
 
 
-class LimitsActor:
-    """The cluster's GCRA states, by key; run as a Ray actor (see :func:`limits_actor`)."""
+class AccountActor:
+    """The cluster's GCRA states by bucket key, and who is buying which prediction key; run as a Ray
+    actor (see :func:`account_actor`)."""
 
     def __init__(self) -> None:
         self._tat: dict[str, float] = {}
+        self.buying = Buying()
 
     def reserve(self, key: str, interval: float, tolerance: float) -> float:
         self._tat[key], wait = gcra_reserve(
@@ -40,14 +44,34 @@ class LimitsActor:
             self._tat.get(key, -math.inf), time.monotonic(), seconds=seconds, tolerance=tolerance
         )
 
+    # -- in-flight predictions (the methods of Buying, callable remotely) --
 
-def limits_actor() -> Any:
+    def claim(self, key: str, owner: str) -> dict[str, str | None] | None:
+        return self.buying.claim(key, owner)
+
+    def created(self, key: str, owner: str, prediction_id: str) -> None:
+        self.buying.created(key, owner, prediction_id)
+
+    def done(self, key: str, owner: str, stored: bool) -> None:
+        self.buying.done(key, owner, stored=stored)
+
+    def failed(self, key: str, prediction_id: str) -> None:
+        self.buying.failed(key, prediction_id)
+
+    def beat(self, owner: str) -> None:
+        self.buying.beat(owner)
+
+    def release(self, owner: str) -> None:
+        self.buying.release(owner)
+
+
+def account_actor() -> Any:
     """The cluster's actor, started if it is not running yet; raises whatever Ray raises."""
     import ray
 
     if not ray.is_initialized():
         raise RuntimeError("Ray is not initialized in this process (not a job of hydra/launcher=ray)")
-    remote = ray.remote(num_cpus=0, max_restarts=-1)(LimitsActor)
+    remote = ray.remote(num_cpus=0, max_restarts=-1)(AccountActor)
     return remote.options(
         name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote()
@@ -102,5 +126,5 @@ class RayBucket:
 
     def _handle(self) -> Any:
         if self._actor is None:
-            self._actor = limits_actor()
+            self._actor = account_actor()
         return self._actor

@@ -18,7 +18,7 @@ from kkiai_pipeline.api.ratescope import (
     resolve_scope,
     scoped_limits,
 )
-from kkiai_pipeline.api.raylimits import LimitsActor
+from kkiai_pipeline.api.raylimits import AccountActor
 
 BASE = "http://127.0.0.1:9/v1"
 RAY = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
@@ -125,7 +125,7 @@ def test_the_shared_limiter_is_tried_again_after_the_retry_time() -> None:
 
 
 def test_the_actor_keeps_one_gcra_state_per_key() -> None:
-    actor = LimitsActor()
+    actor = AccountActor()
     interval, tolerance = 1.0, 1.0  # 60/min, burst 2
     waits = [actor.reserve("api|create", interval, tolerance) for _ in range(4)]
     assert waits[:2] == [0.0, 0.0]
