@@ -160,3 +160,19 @@ def test_the_file_holds_one_number_whatever_the_traffic(tmp_path: Path) -> None:
     for _ in range(200):
         bucket.reserve()
     assert (tmp_path / "b").stat().st_size == 8
+
+
+def test_the_cluster_scope_without_ray_falls_back_to_a_share_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("ray")
+    limits = scoped_limits(BASE, scope="cluster", create_per_minute=600, other_per_minute=3000, burst=10)
+    bucket = limits.bucket(create=True)
+    assert isinstance(bucket, GuardedBucket)
+    with caplog.at_level(logging.WARNING):
+        waits = [bucket.reserve() for _ in range(3)]
+    assert waits[0] == 0.0 and waits[-1] > 0  # burst 10 / 8 = 1: limited from the second request on
+    assert isinstance(bucket.fallback, TokenBucket) and bucket.fallback.per_minute == 600 / 8
+    [message] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "Ray actor kkiai-pipeline-account, 1/8 if it fails" in message
+    assert "Ray is not initialized in this process" in message
