@@ -56,7 +56,7 @@ def resolve_scope(configured: str, *, launcher: str | None) -> RateScope:
         return configured  # type: ignore[return-value]  # checked by the config schema
     if launcher is None or launcher == BASIC_LAUNCHER:
         return "process"
-    if "ray" in launcher.lower().rsplit(".", 1)[-1]:
+    if launcher.rsplit(".", 1)[-1].lower().startswith("ray"):  # RayLauncher, RayAWSLauncher
         return "cluster"
     return "machine"
 

@@ -147,6 +147,7 @@ def test_process_scope_is_todays_in_memory_pair() -> None:
         ("auto", BASIC_LAUNCHER, "process"),  # a sweep whose jobs run in kkiai-run itself
         ("auto", JOBLIB, "machine"),
         ("auto", RAY, "cluster"),
+        ("auto", "my_plugins.ArrayLauncher", "machine"),
         ("process", RAY, "process"),  # as set
         ("cluster", None, "cluster"),
     ],
