@@ -371,7 +371,9 @@ def _purchaser(ledger: Ledger, pool: _Pool, downloads: httpx.AsyncClient, settin
         repay_expired=settings.repay_expired,
         on_interrupt=settings.on_interrupt,
     )
-    claims = ClusterClaims(ledger.owner) if settings.api.rate_scope == "cluster" else None
+    # Every job of a sandboxed sweep runs its own emulator: another job's prediction id means nothing here.
+    shared = settings.api.rate_scope == "cluster" and settings.api.kind != "sandbox"
+    claims = ClusterClaims(ledger.owner) if shared else None
     return Purchaser(
         ledger=ledger, backends=pool.backends, downloader=downloader, options=options, claims=claims
     )
