@@ -1,7 +1,8 @@
 """A token bucket kept in a file, shared by every process of this machine that opens the same file.
 
 The file holds one number, the GCRA's theoretical arrival time (8 bytes, wall-clock seconds: the one
-clock every process here reads alike, and one that survives a reboot, unlike ``time.monotonic``).
+clock every process here reads alike, and one that survives a reboot, unlike ``time.monotonic``; a
+time more than an hour ahead, left by a clock set back, is forgotten).
 A reservation takes an exclusive ``fcntl.flock`` on it, reads, computes with the same arithmetic as the
 in-memory :class:`~.ratelimit.TokenBucket` and writes back: four syscalls, a few microseconds. Each
 process books with its own rate and burst against the shared time, so processes configured alike
@@ -15,6 +16,7 @@ orders the threads of one process, which ``flock`` (held per open file) does not
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import struct
 import threading
@@ -27,6 +29,9 @@ from .ratelimit import Clock, gcra_pause, gcra_reserve
 _FORMAT = "<d"
 _SIZE = struct.calcsize(_FORMAT)
 _Change = Callable[[float, float], float]  # (tat, now) -> the new tat
+# A time this far ahead is no queue of reservations but a wall clock set back (or a file from elsewhere):
+# it is forgotten rather than obeyed, or every process would wait for it.
+STALE_AHEAD_SECONDS = 3600.0
 
 
 class FileBucket:
@@ -77,8 +82,11 @@ class FileBucket:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 data = os.pread(fd, _SIZE, 0)
-                tat = struct.unpack(_FORMAT, data)[0] if len(data) == _SIZE else float("-inf")
-                os.pwrite(fd, struct.pack(_FORMAT, change(tat, self._clock())), 0)
+                now = self._clock()
+                tat = struct.unpack(_FORMAT, data)[0] if len(data) == _SIZE else -math.inf
+                if tat > now + STALE_AHEAD_SECONDS:
+                    tat = -math.inf
+                os.pwrite(fd, struct.pack(_FORMAT, change(tat, now)), 0)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 

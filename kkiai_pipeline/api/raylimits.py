@@ -1,7 +1,7 @@
 """One Ray actor for the account, shared by every job of a Ray cluster (the ``cluster`` scope): it keeps
 the token buckets and the keys of the predictions being bought (see :mod:`kkiai_pipeline.inflight`).
 
-The actor is named and detached (``kkiai-pipeline-account`` in the namespace ``kkiai-pipeline``), so
+The actor is named and detached (``kkiai-pipeline-account-v1`` in the namespace ``kkiai-pipeline``), so
 every worker of every sweep on the cluster finds the same one (``get_if_exists``), and it outlives the
 job that happened to start it. It needs no CPU, so it never takes a job's slot. It keeps one GCRA state
 per bucket key (the API's base URL and the kind of call) on its own clock and answers each reservation
@@ -20,7 +20,7 @@ from typing import Any
 from ..inflight import Buying
 from .ratelimit import gcra_pause, gcra_reserve
 
-ACTOR_NAME = "kkiai-pipeline-account"
+ACTOR_NAME = "kkiai-pipeline-account-v1"  # -vN: a new protocol, a new actor
 NAMESPACE = "kkiai-pipeline"
 # An answer slower than this counts as a failure (the caller falls back). A reservation waits for it on
 # the job's event loop, so it is short; a healthy actor answers in about a millisecond.

@@ -175,5 +175,14 @@ def test_the_cluster_scope_without_ray_falls_back_to_a_share_and_says_so(
     assert waits[0] == 0.0 and waits[-1] > 0  # burst 10 / 8 = 1: limited from the second request on
     assert isinstance(bucket.fallback, TokenBucket) and bucket.fallback.per_minute == 600 / 8
     [message] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert "Ray actor kkiai-pipeline-account, 1/8 if it fails" in message
+    assert "Ray actor kkiai-pipeline-account-v1, 1/8 if it fails" in message
     assert "Ray is not initialized in this process" in message
+
+
+def test_a_time_far_ahead_in_the_file_is_forgotten_not_waited_for(tmp_path: Path) -> None:
+    now = [10_000.0]
+    bucket = FileBucket(tmp_path / "b", 60, burst=1, clock=lambda: now[0])
+    bucket.pause(30)
+    assert bucket.reserve() == 30.0  # a real pause is obeyed
+    now[0] -= 2 * 3600  # the wall clock was set back two hours
+    assert bucket.reserve() == 0.0
