@@ -1,0 +1,62 @@
+"""A Cog predictor outside the catalog (``predictors/swatch.py``) runs in a pipeline, its inputs checked
+against the schema its server hands out at ``/openapi.json``, by the real kkiai-run command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..integration import kkiai_run
+from ..test_reliability import write
+
+SWATCH = "test/swatch:5a7c4e01"
+
+PIPELINE = """
+name: swatches
+params: {{label: {label}}}
+steps:
+  swatch:
+    model: {model}
+    input: {{label: "{{{{ params.label }}}}", size: {size}, colour: {colour}}}
+"""
+
+
+def run_swatch(tmp_path: Path, cog: Any, *, label: str, size: Any, colour: str) -> Any:
+    write(tmp_path, "swatches", PIPELINE.format(model=SWATCH, label=label, size=size, colour=colour))
+    servers = f"cog.servers={{test/swatch:{cog.swatch.url}}}"
+    return kkiai_run("pipeline=swatches", "api=cog", servers, cwd=tmp_path)
+
+
+def test_a_cog_model_outside_the_catalog_runs_in_a_pipeline(tmp_path: Path, cog: Any) -> None:
+    result = run_swatch(tmp_path, cog, label="swatch-ok", size=16, colour="blue")
+    assert result.code == 0, result.stderr
+    step = result.manifest["steps"]["swatch"]
+    assert (step["status"], step["model"], step["input"]) == (
+        "succeeded",
+        "test/swatch",
+        {"label": "swatch-ok", "size": 16, "colour": "blue"},
+    )
+    with Image.open(result.run_dir / step["outputs"][0]["path"]) as image:
+        assert (image.size, image.getpixel((0, 0))) == ((16, 16), (30, 60, 220))
+    assert [e["event"] for e in cog.swatch.runs("swatch-ok")] == ["start", "end"]
+    [kept] = (tmp_path / ".kkiai-cache" / "schemas").iterdir()  # the schema, kept for the next plan
+    cached = json.loads(kept.read_text())
+    assert (cached["identity"], cached["model"]) == (f"cog:{cog.swatch.url}", SWATCH)
+
+
+def test_a_bad_input_for_it_is_refused_before_the_server_runs_anything(tmp_path: Path, cog: Any) -> None:
+    before = len(cog.swatch.runs())
+    result = run_swatch(tmp_path, cog, label="swatch-bad", size=1000, colour="purple")
+    assert result.code == 2, result.stderr
+    source = tmp_path / "pipelines" / "swatches.yaml"
+    assert (
+        f"{source}, step 'swatch', field 'input.size': size must be between 8 and 256 (inclusive), got 1000"
+        in (result.stderr)
+    )
+    assert "field 'input.colour': colour must be one of red, green, blue; got 'purple'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(cog.swatch.runs()) == before  # the server ran no prediction
+    assert not (result.run_dir / "run.json").exists()
