@@ -158,7 +158,8 @@ class Catalog:
         close = difflib.get_close_matches(name, self.refs, n=1, cutoff=0.6)
         if not close:  # a model name without its owner: "sdxl"
             close = [r for r in self.refs if r.split("/", 1)[1] == name][:1]
-        raise UnknownModelError(ref, known=self.refs, suggestion=close[0] if close else None)
+        note = "a model outside them is named with its version: owner/name:<version>" if not version else ""
+        raise UnknownModelError(ref, known=self.refs, suggestion=close[0] if close else None, note=note)
 
 
 @cache

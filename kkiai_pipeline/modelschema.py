@@ -131,22 +131,23 @@ def _output(schemas: Mapping[str, Any]) -> dict[str, Any]:
     """The Output schema in the catalog's shape: an array of uri, a uri, or ``{}`` (any)."""
     raw = schemas.get("Output")
     if raw is None:
-        return {}
+        return {"note": "not described by the fetched schema (its shape is not checked)"}
     output = _resolved(_mapping(raw, "components.schemas.Output"), schemas, "Output")
     kind = output.get("type")
     if kind == "array":
         items = _resolved(_mapping(output.get("items", {}), "Output.items"), schemas, "Output.items")
         if items.get("type") == "string" and items.get("format") == "uri":
             entry: dict[str, Any] = {"type": "array", "items": {"type": "string", "format": "uri"}}
+            entry["note"] = "a list of file URIs (from the fetched schema)"
             if output.get("x-cog-array-type") == "iterator":
                 entry["x-cog-array-type"] = "iterator"
             return entry
         kind = items.get("type")
     elif kind == "string" and output.get("format") == "uri":
-        return {"type": "string", "format": "uri"}
+        return {"type": "string", "format": "uri", "note": "one file URI (from the fetched schema)"}
     if kind in TYPES:
         raise SchemaError(f"its Output is {kind} values, not files, and only files can be kept")
-    return {}
+    return {"note": "not described by the fetched schema (its shape is not checked)"}
 
 
 def _resolved(prop: Mapping[str, Any], schemas: Mapping[str, Any], where: str) -> dict[str, Any]:

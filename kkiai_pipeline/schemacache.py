@@ -34,7 +34,7 @@ from .api.client import PredictionsClient, nested_deeper
 from .api.errors import clean_text
 from .backends import BACKENDS, default_backend
 from .catalog import Catalog, ModelSpec
-from .errors import KkiaiError, PipelineError, Problem
+from .errors import KkiaiError, PipelineError, Problem, UsageError
 from .modelschema import SchemaError, parse_ref, spec_from_openapi
 from .pipeline import Pipeline
 from .rundir import write_json_atomic
@@ -96,6 +96,23 @@ def with_fetched_models(
     if problems:
         raise PipelineError(problems, pipeline=pipeline.name)
     return catalog.with_fetched(m for m in found if isinstance(m, ModelSpec))
+
+
+def fetch_model(
+    ref: str, settings: Settings, *, backend: str, transport: httpx.AsyncBaseTransport | None = None
+) -> ModelSpec:
+    """The model ``owner/name:<version>`` as ``backend`` describes it (cached like a plan's); raises
+    UsageError saying why it cannot be had. For ``kkiai-models``."""
+    parts = parse_ref(ref)
+    if parts is None:
+        raise UsageError(f"'{ref}' is not owner/name:<version>")
+    identity = BACKENDS[backend].identity(settings, settings.api.base_url or "", ref)
+    want = Wanted(*parts, backend=backend, identity=identity, steps=())
+    cache = SchemaCache(settings.cache_dir) if settings.cache_dir is not None else None
+    [found] = blocking(lambda: _fetch_all([want], settings, cache, transport))
+    if isinstance(found, FetchError):
+        raise UsageError(f"cannot get the schema of {ref}: {found}")
+    return found
 
 
 def models_wanted(pipeline: Pipeline, settings: Settings, catalog: Catalog) -> list[Wanted]:

@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
+
+from kkiai_pipeline.models_cli import main
 
 from ..integration import kkiai_run
 from ..test_reliability import write
@@ -60,3 +63,17 @@ def test_a_bad_input_for_it_is_refused_before_the_server_runs_anything(tmp_path:
     assert "Traceback" not in result.stderr
     assert len(cog.swatch.runs()) == before  # the server ran no prediction
     assert not (result.run_dir / "run.json").exists()
+
+
+def test_kkiai_models_shows_it_from_its_server(
+    tmp_path: Path, cog: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--cog", cog.swatch.url, "--cache-dir", str(tmp_path), SWATCH], environ={})
+    lines = capsys.readouterr().out.splitlines()
+    assert (code, lines[:2]) == (0, [SWATCH, "output: single; one file URI (from the fetched schema)"])
+    rows = {line.split()[0]: line.split()[1:] for line in lines[5:]}
+    assert rows == {
+        "label": ["string", "yes", "-", "-"],
+        "size": ["integer", "-", "-", "32", "8..256"],
+        "colour": ["string", "-", "-", '"red"', "red,", "green,", "blue"],
+    }
