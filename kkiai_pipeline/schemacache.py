@@ -5,7 +5,7 @@
 
 - the kkiai API: ``GET {base_url}/models/{owner}/{name}/versions/{version}`` (its ``openapi_schema``);
 - a Cog server: ``GET {server}/openapi.json``;
-- the sandbox (``api=sandbox``): its generic stand-in's schema, asked in-process.
+- the sandbox (``api=sandbox``): its generic stand-in's schema, asked in-process (and not kept).
 
 A schema is kept in ``<cache_dir>/schemas/`` keyed by the service's identity (as prediction keys name
 it: ``kkiai:<base_url>``, ``cog:<server>``, ``sandbox``) and the version, written atomically; a later
@@ -47,6 +47,7 @@ FORMAT = 1
 MAX_BYTES = 2 * 1024 * 1024  # a schema document, fetched or cached
 MAX_DEPTH = 32  # its nesting of objects and lists
 FETCH_SECONDS = 30.0  # connect + read, per fetch
+SANDBOX = "sandbox"  # the emulator's identity (backends.py): its schemas are not kept
 
 _T = TypeVar("_T")
 
@@ -144,7 +145,8 @@ async def _fetch_all(
     transport: httpx.AsyncBaseTransport | None,
 ) -> list[ModelSpec | FetchError]:
     async def one(want: Wanted) -> ModelSpec | FetchError:
-        cached = cache.read(want) if cache is not None else None
+        kept = cache if want.identity != SANDBOX else None  # asked in-process: it follows the emulator
+        cached = kept.read(want) if kept is not None else None
         if cached is not None:
             return cached
         try:
@@ -154,8 +156,8 @@ async def _fetch_all(
             return FetchError(f"its schema cannot be used ({exc})")
         except FetchError as exc:
             return exc
-        if cache is not None:
-            cache.write(want, document)
+        if kept is not None:
+            kept.write(want, document)
         return model
 
     return list(await asyncio.gather(*(one(w) for w in wanted)))
