@@ -78,12 +78,12 @@ def with_fetched_models(
     catalog: Catalog,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> Catalog:
-    """``catalog`` plus the fetched (or cached) schemas of the pipeline's models outside it; raises
-    PipelineError naming each step whose model's schema cannot be had."""
+) -> tuple[Catalog, list[Problem]]:
+    """``catalog`` plus the fetched (or cached) schemas of the pipeline's models outside it, and a
+    problem (field ``model``) for each step whose model's schema cannot be had."""
     wanted = models_wanted(pipeline, settings, catalog)
     if not wanted:
-        return catalog
+        return catalog, []
     cache = SchemaCache(settings.cache_dir) if settings.cache_dir is not None else None
     found = blocking(lambda: _fetch_all(wanted, settings, cache, transport))
     problems = [
@@ -94,9 +94,15 @@ def with_fetched_models(
         if isinstance(outcome, FetchError)
         for step in want.steps
     ]
-    if problems:
-        raise PipelineError(problems, pipeline=pipeline.name)
-    return catalog.with_fetched(m for m in found if isinstance(m, ModelSpec))
+    return catalog.with_fetched(m for m in found if isinstance(m, ModelSpec)), problems
+
+
+def together(unfetched: list[Problem], error: PipelineError | None, *, pipeline: Pipeline) -> PipelineError:
+    """One error with the schema problems and the plan's others (its "unknown model" for those steps,
+    which only repeats them, left out)."""
+    steps = {p.step for p in unfetched}
+    rest = [p for p in (error.problems if error else ()) if not (p.step in steps and p.field == "model")]
+    return PipelineError([*unfetched, *rest], pipeline=pipeline.name)
 
 
 def fetch_model(

@@ -110,15 +110,19 @@ def test_a_model_whose_schema_cannot_be_fetched_is_refused_naming_the_step(
     tmp_path: Path, fake: FakeApi
 ) -> None:
     source = tmp_path / "p.yaml"
-    steps = {"a": {"model": f"someone/missing:{VERSION}", "input": {"prompt": "x"}}}
+    steps = {
+        "a": {"model": f"someone/missing:{VERSION}", "input": {"prompt": "x"}},
+        "b": {"model": "cjwbw/rembg", "input": {"image": "{{ steps.nope.output }}"}},
+    }
     with pytest.raises(PipelineError) as caught:
         prepare(
             parse_pipeline({"name": "p", "steps": steps}, source=source), settings_for(fake, tmp_path, "r")
         )
-    [problem] = caught.value.problems
-    assert str(problem).startswith(
+    fetched, other = caught.value.problems  # reported together, the step's model named once
+    assert str(fetched).startswith(
         f"{source}, step 'a', field 'model': cannot get the schema of someone/missing:{VERSION}: the API answered 404"
     )
+    assert str(other) == f"{source}, step 'b', field 'input.image': reference to unknown step 'nope'"
     assert (caught.value.exit_code, fake.counters.creates) == (2, 0)
 
 

@@ -170,7 +170,12 @@ def plan_with(tmp_path: Path, handler: Any) -> Any:
         cache_dir=tmp_path / "cache",
         cog=CogSettings(servers={"o/m": "http://127.0.0.1:5000"}),
     )
-    return with_fetched_models(pipeline, settings, default_catalog(), transport=httpx.MockTransport(handler))
+    catalog, problems = with_fetched_models(
+        pipeline, settings, default_catalog(), transport=httpx.MockTransport(handler)
+    )
+    if problems:
+        raise PipelineError(problems)
+    return catalog
 
 
 def test_a_cog_schema_is_fetched_from_openapi_json(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@
     GET  /replicate/v1/predictions                         list, newest first
     GET  /replicate/v1/predictions/{id}                    get
     POST /replicate/v1/predictions/{id}/cancel             cancel
-    GET  /replicate/v1/models/{owner}/{name}/versions/{v}  version + Cog OpenAPI schema
+    GET  /replicate/v1/models/{owner}/{name}/versions/{v}  version + Cog OpenAPI schema (a model outside
+                                                           the catalog: the generic stand-in's, generic.py)
     GET  /files/{id}/{name}                                output files (no auth, like replicate.delivery)
     GET  /sandbox/stats    POST /sandbox/reset             counters for tests
 
