@@ -22,6 +22,7 @@ import concurrent.futures
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,7 +32,7 @@ from typing import Any, TypeVar
 import httpx
 
 from .api.client import PredictionsClient, nested_deeper
-from .api.errors import clean_text
+from .api.errors import clean_text, json_or_none
 from .backends import BACKENDS, default_backend
 from .catalog import Catalog, ModelSpec
 from .errors import KkiaiError, PipelineError, Problem, UsageError
@@ -209,18 +210,40 @@ async def _from_cog(want: Wanted, settings: Settings, transport: httpx.AsyncBase
         raise FetchError(
             f"it runs on Cog but no server is set for {model}: 'cog.servers={{{model}:http://...}}'"
         )
-    url = f"{server.rstrip('/')}/openapi.json"
-    timeout = httpx.Timeout(FETCH_SECONDS, connect=settings.cog.options.connect_timeout)
+    options = settings.cog.options
+    timeout = httpx.Timeout(FETCH_SECONDS, connect=options.connect_timeout)
+    deadline = time.monotonic() + options.ready_timeout
     try:
         # trust_env=False: a proxy meant for the internet must not stand between us and our own servers.
         async with httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False) as http:
-            body, status = await asyncio.wait_for(_capped_get(http, url), FETCH_SECONDS)
+            while True:
+                get = _capped_get(http, f"{server.rstrip('/')}/openapi.json")
+                body, status = await asyncio.wait_for(get, FETCH_SECONDS)
+                if status != 503:  # 503: the server has no schema until its setup is done
+                    break
+                await _wait_for_setup(http, server, deadline, options.ready_timeout, options.health_interval)
     except (httpx.HTTPError, asyncio.TimeoutError) as exc:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise FetchError(f"the Cog server at {server} cannot be reached ({clean_text(reason)})") from exc
     if status != 200:
         raise FetchError(f"the Cog server at {server} answered {status} to GET /openapi.json")
     return parse_document(body, f"the Cog server at {server}")
+
+
+async def _wait_for_setup(
+    http: httpx.AsyncClient, server: str, deadline: float, patience: float, interval: float
+) -> None:
+    """Pause while the server sets up (STARTING); raises FetchError when it failed or took too long."""
+    response = await http.get(f"{server.rstrip('/')}/health-check")
+    body = json_or_none(response)
+    status = body.get("status") if isinstance(body, dict) else None
+    if status != "STARTING":
+        shown = clean_text(str(status), limit=30) if status else f"answered {response.status_code}"
+        raise FetchError(f"the Cog server at {server} has no schema to give (its health-check: {shown})")
+    if time.monotonic() > deadline:
+        raise FetchError(f"the Cog server at {server} did not finish its setup within {patience:g} s")
+    log.info("waiting for the Cog server at %s to finish its setup", server)
+    await asyncio.sleep(max(interval, 0.05))
 
 
 async def _capped_get(http: httpx.AsyncClient, url: str) -> tuple[bytes, int]:

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from kkiai_pipeline.api.client import ClientOptions
+from kkiai_pipeline.api.cog import CogOptions
+from kkiai_pipeline.catalog import default_catalog
+from kkiai_pipeline.execution import ExecutionOptions
 from kkiai_pipeline.models_cli import main
+from kkiai_pipeline.pipeline import parse_pipeline
+from kkiai_pipeline.schemacache import with_fetched_models
+from kkiai_pipeline.settings import ApiSettings, CogSettings, Settings
 
 from ..integration import kkiai_run
 from ..test_reliability import write
@@ -77,3 +84,33 @@ def test_kkiai_models_shows_it_from_its_server(
         "size": ["integer", "-", "-", "32", "8..256"],
         "colour": ["string", "-", "-", '"red"', "red,", "green,", "blue"],
     }
+
+
+def fetch_from(cog_url: str, tmp_path: Path, *, ready_timeout: float) -> list[str]:
+    """The problems of planning a step of an outside model on the Cog server at ``cog_url``."""
+    steps = {"s": {"model": "test/other:1", "input": {}}}
+    settings = Settings(
+        api=ApiSettings("cog", None, None, ClientOptions()),
+        execution=ExecutionOptions(),
+        progress=False,
+        run_dir=tmp_path,
+        cog=CogSettings(servers={"test/other": cog_url}, options=CogOptions(ready_timeout=ready_timeout)),
+    )
+    pipeline = parse_pipeline({"name": "p", "steps": steps})
+    _, problems = with_fetched_models(pipeline, settings, default_catalog())
+    return [p.message for p in problems]
+
+
+def test_a_server_still_setting_up_is_waited_for_then_named(tmp_path: Path, cog_servers: Any) -> None:
+    url = cog_servers.sleepy.url
+    assert fetch_from(url, tmp_path, ready_timeout=0.3) == [
+        f"cannot get the schema of test/other:1: the Cog server at {url} did not finish its setup within 0.3 s"
+    ]
+
+
+def test_a_server_whose_setup_failed_is_named_at_once(tmp_path: Path, cog_servers: Any) -> None:
+    url = cog_servers.broken.url
+    assert fetch_from(url, tmp_path, ready_timeout=300) == [
+        f"cannot get the schema of test/other:1: the Cog server at {url} has no schema to give "
+        "(its health-check: SETUP_FAILED)"
+    ]
