@@ -4,6 +4,7 @@ run and the ledger unchanged; and the sandbox's generic stand-in."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,11 @@ def test_the_sandbox_serves_a_generic_stand_in_for_a_model_it_does_not_know(tmp_
     bad = {"draw": {"model": "someone/painter:0123abcd", "input": {"prompt": "x", "num_outputs": 5}}}
     with pytest.raises(PipelineError, match="num_outputs must be between 1 and 4"):
         prepare(parse_pipeline({"name": "bad", "steps": bad}), settings)
+
+
+def test_planning_fetches_inside_a_running_event_loop(tmp_path: Path, fake: FakeApi) -> None:
+    async def inside() -> Any:  # a notebook, or the Python API called from async code
+        return prepare(pipeline_of(tmp_path), settings_for(fake, tmp_path, "run"))
+
+    job = asyncio.run(inside())
+    assert (job.plan["tiles"].model.version_ref, fake.counters.version_gets) == (MODEL, 1)
