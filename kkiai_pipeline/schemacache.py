@@ -4,7 +4,7 @@
 ``owner/name:<version>`` the catalog does not know gets that model's schema from where the step runs:
 
 - the kkiai API: ``GET {base_url}/models/{owner}/{name}/versions/{version}`` (its ``openapi_schema``);
-- a Cog server: ``GET {server}/openapi.json``;
+- a Cog server: ``GET {server}/openapi.json`` (503 while it sets up: waited for, up to ``cog.ready_timeout``);
 - the sandbox (``api=sandbox``): its generic stand-in's schema, asked in-process (and not kept).
 
 A schema is kept in ``<cache_dir>/schemas/`` keyed by the service's identity (as prediction keys name
@@ -12,7 +12,8 @@ it: ``kkiai:<base_url>``, ``cog:<server>``, ``sandbox``) and the version, writte
 plan reads it instead of asking again. Reading it trusts nothing: a file too large, nested too deep, for
 another service or version, or whose schema does not parse is ignored (and fetched again).
 
-A model whose schema cannot be had is one problem per step (field ``model``), exit 2: nothing is paid.
+A model whose schema cannot be had is one problem per step (field ``model``), which ``make_plan``
+reports with the plan's other problems: exit 2, nothing paid.
 """
 
 from __future__ import annotations
@@ -134,8 +135,8 @@ def models_wanted(pipeline: Pipeline, settings: Settings, catalog: Catalog) -> l
         ):
             continue  # the catalog answers (or says what is wrong)
         backend = step.backend or default_backend(settings)
-        if backend not in BACKENDS or (backend == "api" and not BACKENDS["api"].available(settings)):
-            continue  # the backend check after planning reports it
+        if backend not in BACKENDS:
+            continue  # the pipeline's own check reports it
         identity = BACKENDS[backend].identity(settings, settings.api.base_url or "", step.model)
         steps.setdefault((step.model, backend, identity), []).append(step.id)
     wanted = []
@@ -188,6 +189,8 @@ async def fetch_document(
 
 async def _from_api(want: Wanted, settings: Settings, transport: httpx.AsyncBaseTransport | None) -> Any:
     api = settings.api
+    if not BACKENDS["api"].available(settings):
+        raise FetchError("it asks for the hosted API, but api=cog has none")
     if not api.token:
         raise FetchError(f"{api.token_env} is not set, and the API answers only with a token")
     client = PredictionsClient(

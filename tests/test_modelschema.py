@@ -224,3 +224,19 @@ def test_an_unreachable_cog_server_is_named(tmp_path: Path) -> None:
     assert "the Cog server at http://127.0.0.1:5000 cannot be reached (ConnectError: refused)" in str(
         caught.value
     )
+
+
+def test_an_api_step_when_there_is_no_api_is_named(tmp_path: Path) -> None:
+    steps = {"s": {"model": "o/m:v1", "backend": "api", "input": {}}}
+    settings = Settings(
+        api=ApiSettings("cog", None, None, ClientOptions()),
+        execution=ExecutionOptions(),
+        progress=False,
+        run_dir=tmp_path,
+    )
+    _, problems = with_fetched_models(
+        parse_pipeline({"name": "p", "steps": steps}), settings, default_catalog()
+    )
+    assert [p.message for p in problems] == [
+        "cannot get the schema of o/m:v1: it asks for the hosted API, but api=cog has none"
+    ]
