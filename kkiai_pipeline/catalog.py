@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from .errors import UnknownModelError
 
-InputType = Literal["string", "integer", "number", "boolean"]
+#: ``array``: a list of ``items`` values (only fetched models have such inputs).
+InputType = Literal["string", "integer", "number", "boolean", "array"]
 #: ``any``: a fetched model whose Output schema does not say (an object, or nothing): not checked.
 OutputKind = Literal["list", "single", "any"]
 
@@ -37,7 +38,8 @@ class InputSpec:
     choices: tuple[Any, ...] | None = None
     allowed_items: tuple[str, ...] | None = None
     required: bool = False
-    is_file: bool = False
+    is_file: bool = False  # a file URL (for an array: each item is one)
+    items: InputType | None = None  # the type of an array's items
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class ModelSpec:
 def _input_spec(name: str, raw: Mapping[str, Any]) -> InputSpec:
     choices = raw.get("choices")
     allowed = raw.get("allowed_items")
+    items = raw.get("items") or {}
     return InputSpec(
         name=name,
         type=raw["type"],
@@ -83,7 +86,8 @@ def _input_spec(name: str, raw: Mapping[str, Any]) -> InputSpec:
         choices=tuple(choices) if choices is not None else None,
         allowed_items=tuple(allowed) if allowed is not None else None,
         required=bool(raw.get("required", False)),
-        is_file=raw.get("format") == "uri",
+        is_file=raw.get("format") == "uri" or items.get("format") == "uri",
+        items=items.get("type"),
     )
 
 

@@ -105,7 +105,7 @@ def input_details(model: ModelSpec, spec: InputSpec) -> dict[str, Any]:
         "required": spec.name in required_inputs(model),
         "file": spec.is_file,
         "description": spec.description,
-    }
+    } | ({"items": spec.items} if spec.items else {})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -184,10 +184,14 @@ def _model_text(details: dict[str, Any]) -> str:
     ]
     header = ["INPUT", "TYPE", "REQUIRED", "FILE", "DEFAULT", "ALLOWED"]
     body = [
-        [i["name"], i["type"], _yes(i["required"]), _yes(i["file"]), _default(i), _allowed(i)]
+        [i["name"], _type(i), _yes(i["required"]), _yes(i["file"]), _default(i), _allowed(i)]
         for i in details["inputs"]
     ]
     return "\n".join(head) + "\n" + _table([header, *body])
+
+
+def _type(item: dict[str, Any]) -> str:
+    return f"array[{item['items']}]" if item.get("items") else str(item["type"])
 
 
 def _yes(flag: bool) -> str:

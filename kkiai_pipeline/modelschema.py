@@ -5,10 +5,12 @@ as Cog writes them and Replicate's ``GET /models/{owner}/{name}/versions/{versio
 ``openapi_schema``) is fetched at planning (:mod:`.schemacache`) and read here, distrustfully: every
 property is checked for its shape, and what cannot be checked before paying is refused with a reason.
 
-What an input keeps: its JSON type (``string``, ``integer``, ``number``, ``boolean``), ``default``,
+What an input keeps: its JSON type (``string``, ``integer``, ``number``, ``boolean``, or ``array`` of
+one of these, e.g. a list of file URIs), ``default``,
 ``minimum``/``maximum``, ``enum`` (also through ``allOf: [{$ref: "#/components/schemas/<name>"}]``, how
 Cog writes ``choices``), ``format: uri`` (a file), ``description`` and whether ``required`` lists it.
-An input of another type (a list, an object) cannot be checked yet: the model is refused.
+An input of another type (an object, a list of lists or of constrained items) cannot be checked yet: the
+model is refused.
 
 What the output becomes (the planning stand-ins follow it): an array of ``uri`` strings is a list of
 files, a ``uri`` string one file, an object or no schema at all ``any`` (not checked). An output that
@@ -37,6 +39,7 @@ MAX_CHOICES = 1000
 MAX_CHOICE_CHARS = 1000
 MAX_DESCRIPTION = 500
 TYPES = ("string", "integer", "number", "boolean")
+CHECKED = "only strings, integers, numbers, booleans and lists of one of these"
 _REF = re.compile(r"#/components/schemas/(?P<name>[A-Za-z0-9_.-]{1,100})")
 
 
@@ -90,11 +93,10 @@ def _input(key: str, prop: Any, schemas: Mapping[str, Any], *, required: bool) -
         raise SchemaError(f"the input name {clean_text(repr(key), limit=40)} is not a plain name")
     merged = _resolved(_mapping(prop, f"input '{key}'"), schemas, f"input '{key}'")
     kind = merged.get("type")
+    if kind == "array":
+        return _list_input(key, merged, schemas, required=required)
     if kind not in TYPES:
-        shown = clean_text(repr(kind), limit=30)
-        raise SchemaError(
-            f"input '{key}' has type {shown}, which cannot be checked (only {', '.join(TYPES)})"
-        )
+        raise SchemaError(f"input '{key}' has type {_shown(kind)}, which cannot be checked ({CHECKED})")
     entry: dict[str, Any] = {"type": kind}
     if "default" in merged:
         entry["default"] = merged["default"]
@@ -112,6 +114,34 @@ def _input(key: str, prop: Any, schemas: Mapping[str, Any], *, required: bool) -
         entry["description"] = clean_text(description, limit=MAX_DESCRIPTION)
     entry["required"] = required
     return entry
+
+
+def _list_input(
+    key: str, merged: Mapping[str, Any], schemas: Mapping[str, Any], *, required: bool
+) -> dict[str, Any]:
+    """An array input: its items must be of one plain type, without constraints of their own."""
+    where = f"input '{key}'"
+    items = _resolved(_mapping(merged.get("items"), f"{where}.items"), schemas, f"{where}.items")
+    kind = items.get("type")
+    constrained = [k for k in ("enum", "minimum", "maximum", "items") if k in items]
+    if kind not in TYPES or constrained:
+        what = (
+            f"items of type {_shown(kind)}" if kind not in TYPES else f"constrained items ({constrained[0]})"
+        )
+        raise SchemaError(f"{where} is a list with {what}, which cannot be checked ({CHECKED})")
+    entry: dict[str, Any] = {"type": "array", "items": {"type": kind}, "required": required}
+    if items.get("format") == "uri":
+        entry["items"]["format"] = "uri"
+    if isinstance(merged.get("default"), list):
+        entry["default"] = merged["default"]
+    description = merged.get("description")
+    if isinstance(description, str) and description:
+        entry["description"] = clean_text(description, limit=MAX_DESCRIPTION)
+    return entry
+
+
+def _shown(value: Any) -> str:
+    return clean_text(repr(value), limit=30)
 
 
 def _choices(key: str, values: Any) -> list[Any]:

@@ -180,3 +180,38 @@ def test_planning_fetches_inside_a_running_event_loop(tmp_path: Path, fake: Fake
 
     job = asyncio.run(inside())
     assert (job.plan["tiles"].model.version_ref, fake.counters.version_gets) == (MODEL, 1)
+
+
+COLLAGE = "ab" * 32
+COLLAGE_SCHEMA: dict[str, Any] = {
+    "components": {
+        "schemas": {
+            "Input": {
+                "type": "object",
+                "required": ["images"],
+                "properties": {"images": {"type": "array", "items": {"type": "string", "format": "uri"}}},
+            },
+            "Output": {"type": "string", "format": "uri"},
+        }
+    }
+}
+
+
+def test_a_list_of_outputs_feeds_a_list_input(tmp_path: Path) -> None:
+    versions = {VERSION: ("someone/tiles", SCHEMA), COLLAGE: ("someone/collage", COLLAGE_SCHEMA)}
+
+    def pipeline(images: str) -> Pipeline:
+        steps = {
+            "tiles": {"model": MODEL, "input": {"prompt": "a tile", "num_outputs": 2}},
+            "collage": {"model": f"someone/collage:{COLLAGE}", "input": {"images": images}},
+        }
+        return parse_pipeline({"name": "c", "steps": steps}, source=tmp_path / "c.yaml")
+
+    with FakeApi(Knobs(predict_seconds=0.01, versions=versions)) as fake:
+        with pytest.raises(PipelineError) as caught:  # one file where a list is wanted: found at planning
+            prepare(pipeline("{{ steps.tiles.output[0] }}"), settings_for(fake, tmp_path, "bad"))
+        record = run_pipeline(pipeline("{{ steps.tiles.output }}"), settings_for(fake, tmp_path, "good"))
+        assert (fake.counters.creates, fake.counters.version_gets) == (2, 2)
+    assert "field 'input.images': images must be a list, got the string" in str(caught.value)
+    assert record.status == "succeeded"
+    assert record.steps["collage"].input["images"] == [a.url for a in record.steps["tiles"].outputs]

@@ -90,6 +90,25 @@ def test_a_cog_schema_becomes_a_model_whose_inputs_are_checked() -> None:
     ]
 
 
+def test_a_list_input_checks_each_item() -> None:
+    images = {"type": "array", "items": {"type": "string", "format": "uri"}, "x-order": 4}
+    model = spec(changed("Input.properties.images", images))
+    found_spec = model.inputs["images"]
+    assert (found_spec.type, found_spec.items, found_spec.is_file) == ("array", "string", True)
+    url = "https://x.invalid/a.png"
+    assert validate_input(model, {"image": url, "images": [url, "data:image/png;base64,AA=="]}) == []
+    found = [
+        (p.kind, p.message)
+        for value in ("a.png", [url, "a.png"], [url, 3])
+        for p in validate_input(model, {"image": url, "images": value})
+    ]
+    assert found == [
+        ("type", "images must be a list, got the string 'a.png'"),
+        ("format", "images[1] must be an http:// or https:// URL or a data: URI, got 'a.png'"),
+        ("type", "images[1] must be a string, got 3 (an integer)"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("output", "kind"),
     [
@@ -110,8 +129,19 @@ def test_the_output_kind_follows_the_output_schema(output: Any, kind: str) -> No
         ("Output", {"type": "array", "items": {"type": "string"}}, "its Output is string values, not files"),
         (
             "Input.properties.steps",
-            {"type": "array"},
-            "input 'steps' has type 'array', which cannot be checked",
+            {"type": "object"},
+            "input 'steps' has type 'object', which cannot be checked",
+        ),
+        ("Input.properties.steps", {"type": "array"}, "input 'steps'.items is missing or not an object"),
+        (
+            "Input.properties.steps",
+            {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
+            "input 'steps' is a list with items of type 'array', which cannot be checked",
+        ),
+        (
+            "Input.properties.steps",
+            {"type": "array", "items": {"type": "integer", "maximum": 3}},
+            "input 'steps' is a list with constrained items (maximum), which cannot be checked",
         ),
         (
             "Input.properties.steps",
