@@ -130,7 +130,7 @@ def _list_input(
         )
         raise SchemaError(f"{where} is a list with {what}, which cannot be checked ({CHECKED})")
     entry: dict[str, Any] = {"type": "array", "items": {"type": kind}, "required": required}
-    if items.get("format") == "uri":
+    if kind == "string" and items.get("format") == "uri":
         entry["items"]["format"] = "uri"
     if isinstance(merged.get("default"), list):
         entry["default"] = merged["default"]

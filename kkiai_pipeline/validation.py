@@ -335,7 +335,7 @@ def _check_list(ctx: _Context, spec: InputSpec, value: Any) -> FieldProblem | No
             return FieldProblem(
                 spec.name, "type", f"{where} must be {_EXPECTED[spec.items]}, got {describe(item)}"
             )
-        if spec.is_file and not (_is_url(item) or item.startswith("data:")):
+        if spec.is_file and isinstance(item, str) and not (_is_url(item) or item.startswith("data:")):
             message = f"{where} must be an http:// or https:// URL or a data: URI, got {_show(item)}"
             return FieldProblem(spec.name, "format", message)
     return None
