@@ -269,17 +269,17 @@ def _cog_settings(raw: Mapping[str, Any]) -> CogSettings:
     return CogSettings(dict(raw.get("servers") or {}), dict(raw.get("concurrency") or {}), options)
 
 
-def default_cache_dir(environ: Mapping[str, str]) -> Path:
-    """The cache directory when ``cache_dir`` is not set (``kkiai-models`` uses it too)."""
-    return _cache_dir(None, environ)
-
-
 def _cache_dir(value: Any, environ: Mapping[str, str]) -> Path:
     """The configured cache directory, else ``$XDG_CACHE_HOME/kkiai-pipeline`` or ``~/.cache/...``."""
     if value:
         return Path(str(value)).expanduser()
     base = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".cache")
     return Path(base) / "kkiai-pipeline"
+
+
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    """The cache directory when ``cache_dir`` is not set (``kkiai-models`` uses it too)."""
+    return _cache_dir(None, environ)
 
 
 def _api_settings(raw: Mapping[str, Any], environ: Mapping[str, str], *, need_token: bool) -> ApiSettings:
