@@ -193,14 +193,15 @@ async def _from_api(want: Wanted, settings: Settings, transport: httpx.AsyncBase
         raise FetchError("it asks for the hosted API, but api=cog has none")
     if not api.token:
         raise FetchError(f"{api.token_env} is not set, and the API answers only with a token")
-    client = PredictionsClient(
-        base_url=api.base_url or "", token=api.token, options=api.client, transport=transport
-    )
+    # Opened as the run opens it: the same options and rate limits (the GET is one "other" call).
+    client = BACKENDS["api"].open(settings, api.base_url or "", transport)
+    assert isinstance(client, PredictionsClient)
     try:
-        async with client:
-            body = await client.model_version(want.owner, want.name, want.version)
+        body = await client.model_version(want.owner, want.name, want.version)
     except KkiaiError as exc:
         raise FetchError(str(exc)) from exc
+    finally:
+        await client.aclose()
     if not isinstance(body.get("openapi_schema"), Mapping):
         raise FetchError("the API's answer has no openapi_schema")
     return body["openapi_schema"]
