@@ -44,6 +44,7 @@ from .planning import Plan, PlannedStep, plan
 from .purchase import PurchaseOptions, Purchaser
 from .report import write_run_report
 from .rundir import MANIFEST, RunRecord, StepRecord, load_record
+from .schemacache import together, with_fetched_models
 from .settings import Settings
 from .templating import Templates
 
@@ -70,7 +71,14 @@ def make_plan(pipeline: Pipeline, settings: Settings, *, catalog: Catalog | None
     base_dir = pipeline.source.parent if pipeline.source else Path.cwd()
     files = LocalFiles(base_dir, max_bytes=settings.max_file_bytes, allowed_dirs=settings.allowed_dirs)
     templates = Templates(functions=files.functions())
-    the_plan = plan(pipeline, catalog=catalog or default_catalog(), templates=templates, seed=settings.seed)
+    # Models outside the catalog: their schemas, fetched once (cached), before anything is planned or paid.
+    catalog, unfetched = with_fetched_models(pipeline, settings, catalog or default_catalog())
+    try:
+        the_plan = plan(pipeline, catalog=catalog, templates=templates, seed=settings.seed)
+    except PipelineError as exc:
+        raise (together(unfetched, exc, pipeline=pipeline) if unfetched else exc) from None
+    if unfetched:
+        raise together(unfetched, None, pipeline=pipeline)
     _check_backends(the_plan, settings)
     return the_plan
 

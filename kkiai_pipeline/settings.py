@@ -292,6 +292,11 @@ def _cache_dir(value: Any, environ: Mapping[str, str]) -> Path:
     return Path(base) / "kkiai-pipeline"
 
 
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    """The cache directory when ``cache_dir`` is not set (``kkiai-models`` uses it too)."""
+    return _cache_dir(None, environ)
+
+
 def _api_settings(raw: Mapping[str, Any], environ: Mapping[str, str], *, need_token: bool) -> ApiSettings:
     kind = raw.get("kind")
     client = _client_options(raw)
