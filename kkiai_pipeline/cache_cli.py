@@ -31,7 +31,7 @@ from typing import Any
 
 from .artifacts import verify
 from .ledger import COLLECTABLE, LEDGER_FILE, Ledger, Row
-from .settings import _cache_dir
+from .settings import default_cache_dir
 
 #: Files no entry names are kept this long (seconds): a running process may be about to record them.
 GRACE_SECONDS = 3600.0
@@ -41,7 +41,7 @@ DAY = 86400.0
 def main(argv: Sequence[str] | None = None) -> None:
     """Console script ``kkiai-cache``."""
     args = _parser().parse_args(argv)
-    root: Path = args.cache_dir or _cache_dir(None, os.environ)
+    root: Path = args.cache_dir or default_cache_dir(os.environ)
     if not (root / LEDGER_FILE).is_file():  # nothing was ever stored there: do not create a ledger
         print(f"kkiai-cache: no cache in {root} (nothing stored yet)", file=sys.stderr)
         raise SystemExit(0)
