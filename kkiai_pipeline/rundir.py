@@ -165,7 +165,7 @@ def predict_seconds(leaf: StepRecord) -> float | None:
     return None
 
 
-def _leaves(steps: Mapping[str, StepRecord]) -> Iterator[StepRecord]:
+def leaves(steps: Mapping[str, StepRecord]) -> Iterator[StepRecord]:
     """Every record that stands for one prediction: a step, or each item of a ``foreach`` step."""
     for step in steps.values():
         yield from step.items if step.items else (step,)
@@ -206,7 +206,7 @@ class RunRecord:
         created = reused = 0
         predict_time = cost = 0.0
         priced = bool(self.prices)
-        for leaf in _leaves(self.steps):
+        for leaf in leaves(self.steps):
             if leaf.obtained in PAID:
                 created += 1
                 predict_time += predict_seconds(leaf) or 0.0
