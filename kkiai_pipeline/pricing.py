@@ -158,3 +158,18 @@ def format_cost(cost: float | None) -> str:
     if cost is None:
         return "-"
     return f"{cost:.4f}"
+
+
+def estimate_line(prices: Prices, counts: Mapping[str, int], *, more: str = "") -> str:
+    """The dry run's sentence about money for ``counts`` (model -> predictions it would pay for);
+    ``more`` names what the count leaves out (``plus the items of 1 foreach step``)."""
+    total = estimate_total(prices, counts)
+    tail = f", {more}" if more else ""
+    if total is None:
+        missing = unpriced(prices, counts)
+        return (
+            f"Estimated cost: unknown{tail}: no usable price for {', '.join(missing)} "
+            "(prices: per_prediction, or per_second with expected_seconds)"
+        )
+    shown = " + ".join(f"{n} {m}" for m, n in counts.items() if n > 0) or "nothing to pay for"
+    return f"Estimated cost: {format_cost(total)} for {shown}{tail}, from the prices in the config"

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 from kkiai_pipeline import discovery
+from kkiai_pipeline.api.client import ClientOptions
 from kkiai_pipeline.config_schema import check_config, check_override_keys
+from kkiai_pipeline.dryrun import dry_run
 from kkiai_pipeline.errors import ConfigError
+from kkiai_pipeline.execution import ExecutionOptions
 from kkiai_pipeline.paths import shipped_dir
+from kkiai_pipeline.pipeline import parse_pipeline
 from kkiai_pipeline.pricing import (
     Price,
     estimate,
@@ -21,7 +27,7 @@ from kkiai_pipeline.pricing import (
     read_prices,
     unpriced,
 )
-from kkiai_pipeline.settings import check_command_line, load_settings
+from kkiai_pipeline.settings import ApiSettings, Settings, check_command_line, load_settings
 
 
 def refused(raw: Any) -> str:
@@ -100,3 +106,42 @@ def test_a_run_keeps_its_models_entries_and_reads_back_only_good_ones() -> None:
     raw = {"o/a": {"per_prediction": 1.0, "expected_seconds": None}, "o/b": {"per_second": -1}, "o/c": 3}
     assert read_prices(raw) == {"o/a": Price(per_prediction=1.0)}
     assert read_prices("nope") == {}
+
+
+def test_the_dry_run_estimates_what_it_would_pay_for(tmp_path: Any) -> None:
+    pipeline = parse_pipeline(
+        {
+            "name": "priced",
+            "steps": {
+                "shot": {"model": "stability-ai/sdxl", "input": {"prompt": "a mug"}},
+                "cut": {"model": "cjwbw/rembg", "input": {"image": "{{ steps.shot.output[0] }}"}},
+                "each": {
+                    "model": "cjwbw/rembg",
+                    "input": {"image": "{{ item }}"},
+                    "foreach": "{{ steps.shot.output }}",
+                },
+            },
+        }
+    )
+    settings = Settings(
+        api=ApiSettings("sandbox", None, "sandbox", ClientOptions()),
+        execution=ExecutionOptions(),
+        progress=False,
+        run_dir=tmp_path / "run",
+        dry_run=True,
+        cache_dir=tmp_path / "cache",
+        prices={"stability-ai/sdxl": Price(per_second=0.001, expected_seconds=5), "cjwbw/rembg": Price(0.25)},
+    )
+    text = dry_run(pipeline, settings)
+    assert (
+        "Estimated cost: 0.2550 for 1 stability-ai/sdxl + 1 cjwbw/rembg, plus the items of 1 foreach step, "
+        "from the prices in the config." in text.splitlines()
+    )
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text(encoding="utf-8"))
+    assert plan["estimated_cost"] == 0.255
+    unpriced_settings = dataclasses.replace(settings, prices={"cjwbw/rembg": Price(0.25)})
+    assert (
+        "Estimated cost: unknown, plus the items of 1 foreach step: no usable price for stability-ai/sdxl"
+        in (dry_run(pipeline, unpriced_settings))
+    )
+    assert "Estimated cost" not in dry_run(pipeline, dataclasses.replace(settings, prices={}))
