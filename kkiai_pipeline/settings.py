@@ -34,7 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .api.client import ClientOptions
 from .api.cog import CogOptions
-from .config_schema import check_config, check_override_keys, check_swept_values, sandbox_only
+from .config_schema import check_config, check_override_keys, check_swept_values, grid_steps, sandbox_only
 from .errors import ConfigError
 from .execution import ExecutionOptions
 from .localfiles import DEFAULT_MAX_BYTES
@@ -104,6 +104,7 @@ def load_settings(
     raw = _resolved(cfg)
     api_raw: Mapping[str, Any] = raw.get("api") or {}
     check_config(raw, token_env=str(api_raw.get("token_env") or "KKIAI_API_TOKEN"))
+    grid_steps(raw)  # grid_step and grid_steps do not disagree
     dry_run = bool(raw.get("dry_run", False))
     # A dry run sends nothing, so it needs no token.
     api = _api_settings(api_raw, environ, need_token=not dry_run)
