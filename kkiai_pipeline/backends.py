@@ -18,6 +18,7 @@ import httpx
 from .api.backend import PredictionBackend
 from .api.client import PredictionsClient
 from .api.cog import CogClient
+from .api.ratescope import scoped_limits
 from .settings import Settings
 
 
@@ -33,8 +34,18 @@ class BackendKind:
 def _open_api(
     settings: Settings, base_url: str, transport: httpx.AsyncBaseTransport | None
 ) -> PredictionBackend:
-    api = settings.api
-    return PredictionsClient(base_url=base_url, token=api.token, options=api.client, transport=transport)
+    api, options = settings.api, settings.api.client
+    limits = scoped_limits(
+        base_url,
+        scope=api.rate_scope,
+        create_per_minute=options.create_rate_per_minute,
+        other_per_minute=options.other_rate_per_minute,
+        burst=options.burst,
+        state_dir=settings.cache_dir,
+    )
+    return PredictionsClient(
+        base_url=base_url, token=api.token, options=options, transport=transport, rate_limits=limits
+    )
 
 
 def _api_identity(settings: Settings, base_url: str, version: str) -> str:

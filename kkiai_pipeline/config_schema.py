@@ -263,6 +263,8 @@ API = Group(
         "token_env": text(),
         "allow_insecure_http": flag(),  # a plain-http base_url on another machine (token sent in clear)
         **_CLIENT,
+        # who shares the rate limits: this process, machine or Ray cluster (api/ratescope.py)
+        "rate_scope": choice("auto", "process", "machine", "cluster"),
         "sandbox": SANDBOX,
     }
 )

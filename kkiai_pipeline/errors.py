@@ -104,12 +104,15 @@ class StepInputError(UsageError):
 class UnknownModelError(UsageError):
     """A model reference that matches none of the supported models."""
 
-    def __init__(self, ref: str, *, known: Sequence[str], suggestion: str | None = None) -> None:
+    def __init__(
+        self, ref: str, *, known: Sequence[str], suggestion: str | None = None, note: str = ""
+    ) -> None:
         self.ref = ref
         self.known = tuple(known)
         self.suggestion = suggestion
         hint = f" Did you mean '{suggestion}'?" if suggestion else ""
-        super().__init__(f"unknown model '{ref}'.{hint} Known models: {', '.join(self.known)}")
+        after = f" ({note})" if note else ""
+        super().__init__(f"unknown model '{ref}'.{hint} Known models: {', '.join(self.known)}{after}")
 
 
 class RunDirInUse(UsageError):

@@ -19,7 +19,7 @@ import ipaddress
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
@@ -29,11 +29,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .api.client import ClientOptions
 from .api.cog import CogOptions
+from .api.ratescope import RateScope, resolve_scope
 from .config_schema import check_config, check_override_keys, check_swept_values, grid_steps, sandbox_only
 from .errors import ConfigError
 from .execution import ExecutionOptions
@@ -56,6 +58,7 @@ class ApiSettings:
     client: ClientOptions
     sandbox: Mapping[str, Any] = field(default_factory=dict)
     token_env: str = "KKIAI_API_TOKEN"  # where the token was read from (named in messages)
+    rate_scope: RateScope = "process"  # who shares the rate limits (api.rate_scope, ``auto`` resolved)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ def load_settings(
     dry_run = bool(raw.get("dry_run", False))
     # A dry run sends nothing, so it needs no token.
     api = _api_settings(api_raw, environ, need_token=not dry_run)
+    scope = resolve_scope(str(api_raw.get("rate_scope", "auto")), launcher=_multirun_launcher())
+    api = replace(api, rate_scope=scope)
     progress = raw.get("progress", "auto")
     settings = Settings(
         api=api,
@@ -274,12 +279,27 @@ def _cog_settings(raw: Mapping[str, Any]) -> CogSettings:
     return CogSettings(dict(raw.get("servers") or {}), dict(raw.get("concurrency") or {}), options)
 
 
+def _multirun_launcher() -> str | None:
+    """The launcher's ``_target_`` when this process runs a job of a Hydra multirun, else None."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return str(hydra_cfg.launcher.get("_target_") or "") or None
+
+
 def _cache_dir(value: Any, environ: Mapping[str, str]) -> Path:
     """The configured cache directory, else ``$XDG_CACHE_HOME/kkiai-pipeline`` or ``~/.cache/...``."""
     if value:
         return Path(str(value)).expanduser()
     base = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".cache")
     return Path(base) / "kkiai-pipeline"
+
+
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    """The cache directory when ``cache_dir`` is not set (``kkiai-models`` uses it too)."""
+    return _cache_dir(None, environ)
 
 
 def _api_settings(raw: Mapping[str, Any], environ: Mapping[str, str], *, need_token: bool) -> ApiSettings:
