@@ -101,8 +101,8 @@ class Budget:
         return tuple(dict.fromkeys(s.step for s in self.steps if s.unknown))
 
     def by_model(self) -> dict[str, int]:
-        """Predictions to create per model version (for an estimate of their cost)."""
-        return dict(Counter(self.created.values()))
+        """Predictions to create per model, ``owner/name`` (as a price table names them)."""
+        return dict(Counter(ref.partition(":")[0] for ref in self.created.values()))
 
     def summary(self) -> str:
         """``would create N predictions, M reused`` with what makes N uncertain."""

@@ -16,13 +16,17 @@ from .budget import Budget, count, open_ledger
 from .orchestrator import make_plan
 from .pipeline import Pipeline
 from .planning import Plan, PlannedStep
+from .pricing import Prices, estimate_line, estimate_total
 from .rundir import write_json_atomic
 from .settings import Settings
 from .templating import Template
 
 
-def plan_data(plan: Plan, *, seed: int | None, budget: Budget | None = None) -> dict[str, Any]:
-    """The plan as JSON-ready data; ``budget`` holds each step's count and hit/miss verdict."""
+def plan_data(
+    plan: Plan, *, seed: int | None, budget: Budget | None = None, prices: Prices | None = None
+) -> dict[str, Any]:
+    """The plan as JSON-ready data; ``budget`` holds each step's count and hit/miss verdict; with
+    ``prices``, the estimated cost of what it would pay for."""
     source = plan.pipeline.source
     counted = budget or Budget()
     verdicts = {s.step: s.verdict for s in counted.steps}
@@ -35,7 +39,25 @@ def plan_data(plan: Plan, *, seed: int | None, budget: Budget | None = None) -> 
         "upper_bound": counted.upper_bound,
         "unknown_length": list(counted.unknown),
         "foreach_steps": sum(s.foreach is not None for s in plan.steps),
+        **_cost(counted, prices),
         "steps": [_step_data(step, verdicts.get(step.id)) for step in plan.steps],
+    }
+
+
+def _cost(budget: Budget, prices: Prices | None) -> dict[str, Any]:
+    """``estimated_cost`` and the sentence saying it (with a price table only)."""
+    if not prices:
+        return {}
+    counts = budget.by_model()
+    if budget.unknown:
+        more = "or more: a foreach list's length is known only when it runs"
+    elif budget.upper_bound:
+        more = "at most: foreach items counted from num_outputs"
+    else:
+        more = ""
+    return {
+        "estimated_cost": estimate_total(prices, counts),
+        "estimated_cost_text": estimate_line(prices, counts, more=more),
     }
 
 
@@ -62,8 +84,9 @@ def dry_run(pipeline: Pipeline, settings: Settings, *, budgets: list[Budget] | N
     counted = count_plan(the_plan, settings)
     if budgets is not None:
         budgets.append(counted)
-    write_plan(the_plan, settings.run_dir, seed=settings.seed, budget=counted)
-    return plan_text(the_plan, seed=settings.seed, budget=counted)
+    prices = settings.prices
+    write_plan(the_plan, settings.run_dir, seed=settings.seed, budget=counted, prices=prices)
+    return plan_text(the_plan, seed=settings.seed, budget=counted, prices=prices)
 
 
 def count_plan(plan: Plan, settings: Settings) -> Budget:
@@ -96,14 +119,18 @@ def _shown(value: Any) -> Any:
     return value
 
 
-def plan_text(plan: Plan, *, seed: int | None, budget: Budget | None = None) -> str:
+def plan_text(
+    plan: Plan, *, seed: int | None, budget: Budget | None = None, prices: Prices | None = None
+) -> str:
     """A readable listing: steps in order with level, model@version, cache verdict and inputs."""
     counted = budget or Budget()
-    data = plan_data(plan, seed=seed, budget=counted)
+    data = plan_data(plan, seed=seed, budget=counted, prices=prices)
     lines = [
         f"Plan for pipeline '{data['pipeline']}' ({data['source'] or 'no file'}): "
         f"{len(plan.steps)} steps: {counted.summary()}."
     ]
+    if "estimated_cost_text" in data:
+        lines.append(data["estimated_cost_text"] + ".")
     if seed is not None:
         lines.append(f"Seed {seed}: steps without their own seed get one derived from it.")
     for step in data["steps"]:
@@ -138,7 +165,14 @@ def plan_mermaid(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_plan(plan: Plan, run_dir: Path, *, seed: int | None, budget: Budget | None = None) -> None:
+def write_plan(
+    plan: Plan,
+    run_dir: Path,
+    *,
+    seed: int | None,
+    budget: Budget | None = None,
+    prices: Prices | None = None,
+) -> None:
     """``plan.json`` and ``plan.mmd`` in ``run_dir``."""
-    write_json_atomic(run_dir / "plan.json", plan_data(plan, seed=seed, budget=budget))
+    write_json_atomic(run_dir / "plan.json", plan_data(plan, seed=seed, budget=budget, prices=prices))
     (run_dir / "plan.mmd").write_text(plan_mermaid(plan), encoding="utf-8")

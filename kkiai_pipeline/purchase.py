@@ -360,6 +360,7 @@ class Purchaser:
                 error,
                 prediction_id=prediction.id,
                 status=prediction.status,
+                logs=prediction.logs,
             )
         await self.ledger.move(
             order.key.digest,
@@ -469,7 +470,7 @@ class Purchaser:
             raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        prediction = dataclasses.replace(prediction, output=output)
+        prediction = await self._final_metrics(order, dataclasses.replace(prediction, output=output))
         await self.ledger.move(
             order.key.digest,
             "stored",
@@ -481,6 +482,28 @@ class Purchaser:
             completed_at=prediction.completed_at or _iso(time.time()),
         )
         return Receipt(order.key.digest, how, prediction, files, urls, fresh=True)
+
+    async def _final_metrics(self, order: Order, prediction: Prediction) -> Prediction:
+        """A ``Prefer: wait`` answer taken as final carries no metrics (no ``predict_time``, the billed
+        seconds) and maybe not all its logs: once its files are stored, the prediction is asked for
+        once by id, and its metrics, logs and completion time are taken if it says succeeded. Best
+        effort: nothing is paid, and an error leaves the prediction as it was."""
+        backend = self.backends[order.backend]
+        if "predict_time" in prediction.metrics or not prediction.id or not backend.reattach:
+            return prediction
+        try:
+            final = await backend.get(prediction.id)
+        except KkiaiError as exc:
+            log.info("%s: no metrics for prediction %s: %s", order.label, prediction.id, exc)
+            return prediction
+        if final.status != "succeeded" or not final.metrics:
+            return prediction
+        return dataclasses.replace(
+            prediction,
+            metrics=final.metrics,
+            logs=final.logs or prediction.logs,
+            completed_at=final.completed_at or prediction.completed_at,
+        )
 
     def _reused(self, entry: Entry) -> Receipt:
         prediction = Prediction(

@@ -36,10 +36,11 @@ from omegaconf.errors import OmegaConfBaseException
 from .api.client import ClientOptions
 from .api.cog import CogOptions
 from .api.ratescope import RateScope, resolve_scope
-from .config_schema import check_config, check_override_keys, check_swept_values, sandbox_only
+from .config_schema import check_config, check_override_keys, check_swept_values, grid_steps, sandbox_only
 from .errors import ConfigError
 from .execution import ExecutionOptions
 from .localfiles import DEFAULT_MAX_BYTES
+from .pricing import Price, parse_prices
 from .purchase import OnInterrupt
 from .secrets import find, redact, register
 
@@ -97,6 +98,8 @@ class Settings:
     repay_expired: bool = False
     # The budget: a run or sweep that would create more predictions than this is refused (budget.py).
     max_predictions: int = DEFAULT_MAX_PREDICTIONS
+    # Estimated cost: what one prediction of each model (owner/name) costs (kkiai_pipeline.pricing).
+    prices: Mapping[str, Price] = field(default_factory=dict)
 
 
 def load_settings(
@@ -110,6 +113,7 @@ def load_settings(
     raw = _resolved(cfg)
     api_raw: Mapping[str, Any] = raw.get("api") or {}
     check_config(raw, token_env=str(api_raw.get("token_env") or "KKIAI_API_TOKEN"))
+    grid_steps(raw)  # grid_step and grid_steps do not disagree
     dry_run = bool(raw.get("dry_run", False))
     # A dry run sends nothing, so it needs no token.
     api = _api_settings(api_raw, environ, need_token=not dry_run)
@@ -134,6 +138,7 @@ def load_settings(
         cog=_cog_settings(raw.get("cog") or {}),
         repay_expired=raw.get("repay_expired", False),
         max_predictions=raw.get("max_predictions", DEFAULT_MAX_PREDICTIONS),
+        prices=parse_prices(raw.get("prices")),
     )
     check_writable(run_dir_key, run_dir)
     # The emulator keeps its predictions under the cache directory unless api.sandbox.store says where.

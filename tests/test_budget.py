@@ -63,8 +63,7 @@ def test_a_run_is_counted_exactly(tmp_path: Path) -> None:
     assert (budget.to_create, budget.to_reuse, budget.upper_bound, budget.unknown) == (3, 0, False, ())
     assert budget.summary() == "would create 3 predictions, 0 reused"
     assert budget.by_model() == {
-        step.model.version_ref: 1
-        for step in make_plan(shipped("product_shots"), settings_for(tmp_path)).steps
+        step.model.ref: 1 for step in make_plan(shipped("product_shots"), settings_for(tmp_path)).steps
     }
 
 
