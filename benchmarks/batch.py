@@ -110,6 +110,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         run_dir=folder / "run",
         cache_dir=folder / "cache",
         cache=False,
+        max_predictions=spec["n"],  # the budget's default (1000) would refuse the 10,000-item batch
     )
     source = pipeline_file(folder, spec["kind"], spec["n"])
     cpu, start = _cpu(), time.perf_counter()
