@@ -100,10 +100,23 @@ def test_compare_a_run_with_its_rerun_finds_nothing(
     assert (tmp_path / "same.html").is_file()
 
 
-def test_compare_two_jobs_of_a_sweep(home: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--compare", str(home.sweep / "0"), str(home.sweep / "1"), "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+def test_compare_two_jobs_of_a_sweep_writes_compare_html_here(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["--compare", str(home.sweep / "0"), str(home.sweep / "1")]) == 0
+    out, err = capsys.readouterr()
     assert "overrides that differ (.hydra/overrides.yaml):\n  seed\n    A  1\n    B  2\n" in out
+    assert err == "side by side: compare.html\n"
+    assert (tmp_path / "compare.html").is_file()
+
+
+def test_compare_refuses_an_out_folder_that_does_not_exist(
+    home: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "no" / "page.html"
+    assert main(["--compare", str(home.a), str(home.b), "--out", str(out)]) == 2
+    assert capsys.readouterr() == ("", f"kkiai-runs: error: --out {out}: no such folder {out.parent}\n")
 
 
 @pytest.mark.parametrize(
