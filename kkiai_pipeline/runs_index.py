@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
 from .multirun import SWEEP_FILE, collect_jobs
 from .report.html import output_file
 from .rundir import MANIFEST, RunRecord, Totals, read_record
@@ -157,7 +159,13 @@ def read_run(run_dir: Path) -> Entry:
 
 def read_sweep(sweep_dir: Path) -> Entry:
     """The entry of one sweep: its status from sweep.json (``unfinished`` without one), its jobs' sums."""
-    jobs = collect_jobs(sweep_dir)
+    try:
+        jobs = collect_jobs(sweep_dir)
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as exc:  # a job's overrides.yaml damaged
+        problem = f"a job's .hydra/overrides.yaml could not be read: {exc}"
+        return Entry(
+            "sweep", sweep_dir, "", UNREADABLE, problem=problem, page=_if_file(sweep_dir / GRID_FILE)
+        )
     status, problem = _sweep_status(sweep_dir, [str(job["status"]) for job in jobs])
     runs = [read_record(sweep_dir / str(job["run_dir"])).record for job in jobs]
     records = [run for run in runs if run is not None]

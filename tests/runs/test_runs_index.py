@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kkiai_pipeline.runs_index import UNREADABLE, Entry, entries, find
+from kkiai_pipeline.runs_index import UNREADABLE, Entry, entries, find, read_sweep
 
+from ..report.factories import make_sweep
 from .conftest import Home
 
 
@@ -85,3 +86,20 @@ def test_the_search_is_bounded_and_does_not_enter_runs(tmp_path: Path) -> None:
     assert find([tmp_path], max_depth=7).runs == [deep, tmp_path / "x" / "y"]
     stopped = find([tmp_path], max_dirs=3)
     assert stopped.incomplete and stopped.runs == []
+
+
+def test_a_sweep_with_a_damaged_job_is_listed_as_unreadable(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path / "s", ["seed=1,2"], [{"seed": "1"}, {"seed": "2"}])
+    good = read_sweep(sweep)
+    assert (good.status, good.jobs, good.created, good.problem) == (
+        "unfinished",
+        2,
+        4,
+        "no sweep.json (the sweep has not ended)",
+    )
+    (sweep / "1" / ".hydra" / "overrides.yaml").write_text("[unclosed", encoding="utf-8")
+    bad = read_sweep(sweep)
+    assert (bad.kind, bad.status, bad.created) == ("sweep", UNREADABLE, None)
+    assert bad.problem is not None and bad.problem.startswith(
+        "a job's .hydra/overrides.yaml could not be read: "
+    )
