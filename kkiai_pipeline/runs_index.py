@@ -162,10 +162,8 @@ def read_sweep(sweep_dir: Path) -> Entry:
     try:
         jobs = collect_jobs(sweep_dir)
     except (OSError, ValueError, TypeError, yaml.YAMLError) as exc:  # a job's overrides.yaml damaged
-        problem = f"a job's .hydra/overrides.yaml could not be read: {exc}"
-        return Entry(
-            "sweep", sweep_dir, "", UNREADABLE, problem=problem, page=_if_file(sweep_dir / GRID_FILE)
-        )
+        why = "a job's .hydra/overrides.yaml could not be read: " + " ".join(str(exc).split())
+        return Entry("sweep", sweep_dir, "", UNREADABLE, problem=why, page=_if_file(sweep_dir / GRID_FILE))
     status, problem = _sweep_status(sweep_dir, [str(job["status"]) for job in jobs])
     runs = [read_record(sweep_dir / str(job["run_dir"])).record for job in jobs]
     records = [run for run in runs if run is not None]
