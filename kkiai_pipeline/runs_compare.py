@@ -148,7 +148,7 @@ def _step_view(step: StepRecord, other: StepRecord, known: Mapping[str, str]) ->
     for item in step.items:
         twin = others.get(item.index)
         if twin is None or not _same_key(item, twin):
-            view.update(_flat(_named(item.input, known), f"[{item.index}].input."))
+            view.update(_flat(_named(item.input, known), f"items[{item.index}].input."))
     return view
 
 
