@@ -115,11 +115,13 @@ class Setting:
 
 @dataclass(frozen=True)
 class Group:
-    """A node of the config: its keys, or ``free`` for a node checked elsewhere (pipeline, hydra)."""
+    """A node of the config: its keys, or ``free`` for a node checked elsewhere (pipeline, hydra), or
+    ``each``: a mapping of any names to groups of those keys (``prices.<owner/name>.per_second``)."""
 
     keys: Mapping[str, Setting | Group] = field(default_factory=dict)
     free: bool = False
     nullable: bool = False
+    each: Group | None = None
 
 
 Node = Setting | Group
@@ -281,6 +283,18 @@ COG = Group(
     }
 )
 
+# prices.<owner/name>: what one prediction of that model costs (see kkiai_pipeline/pricing.py).
+PRICES = Group(
+    nullable=True,
+    each=Group(
+        {
+            "per_prediction": number(low=0),
+            "per_second": number(low=0),
+            "expected_seconds": Setting("number", nullable=True, above=0),
+        }
+    ),
+)
+
 PRIMARY = Group(
     {
         "api": API,
@@ -301,6 +315,8 @@ PRIMARY = Group(
         "max_download_bytes": whole(low=1),
         "repay_expired": flag(),
         "grid_step": text(nullable=True),
+        # Accounting: estimated cost per model (kkiai_pipeline.pricing checks the entries further).
+        "prices": PRICES,
     }
 )
 
@@ -336,8 +352,19 @@ def _check_group(group: Group, data: Mapping[str, Any], *, prefix: str, token_en
             continue
         elif not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a group of settings, not {_show(value)}")
+        elif node.each is not None:
+            for name, entry in value.items():
+                _check_group(
+                    node.each, _group_of(f"{key}.{name}", entry), prefix=f"{key}.{name}.", token_env=token_env
+                )
         else:
             _check_group(node, value, prefix=f"{key}.", token_env=token_env)
+
+
+def _group_of(key: str, value: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must be a group of settings, not {_show(value)}")
+    return value
 
 
 def check_override_keys(keys: Sequence[str]) -> None:
@@ -355,7 +382,7 @@ def node_at(key: str) -> Node | None:
     node: Node = PRIMARY
     parts = key.split(".")
     for depth, part in enumerate(parts):
-        if not isinstance(node, Group) or node.free:
+        if not isinstance(node, Group) or node.free or node.each is not None:
             return None
         child = node.keys.get(part)
         if child is None:

@@ -18,14 +18,22 @@ from .ledger import LEDGER_FILE, Ledger, prediction_key
 from .orchestrator import make_plan
 from .pipeline import Pipeline
 from .planning import Plan, PlannedStep, render_input
+from .pricing import Prices, estimate_line, estimate_total
 from .rundir import write_json_atomic
 from .settings import Settings
 from .templating import Template, TemplateProblem
 from .validation import omit_unset
 
 
-def plan_data(plan: Plan, *, seed: int | None, cache: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The plan as JSON-ready data; ``cache`` holds each step's hit/miss verdict."""
+def plan_data(
+    plan: Plan,
+    *,
+    seed: int | None,
+    cache: Mapping[str, str] | None = None,
+    prices: Prices | None = None,
+) -> dict[str, Any]:
+    """The plan as JSON-ready data; ``cache`` holds each step's hit/miss verdict; with ``prices``, the
+    estimated cost of what it would pay for."""
     source = plan.pipeline.source
     verdicts = cache or {}
     return {
@@ -36,7 +44,24 @@ def plan_data(plan: Plan, *, seed: int | None, cache: Mapping[str, str] | None =
             s.foreach is None and not verdicts.get(s.id, "").startswith("hit") for s in plan.steps
         ),
         "foreach_steps": sum(s.foreach is not None for s in plan.steps),
+        **_cost(plan, verdicts, prices),
         "steps": [_step_data(step, verdicts.get(step.id)) for step in plan.steps],
+    }
+
+
+def _cost(plan: Plan, verdicts: Mapping[str, str], prices: Prices | None) -> dict[str, Any]:
+    """``estimated_cost`` and the sentence saying it (with a price table only)."""
+    if not prices:
+        return {}
+    counts: dict[str, int] = {}
+    for step in plan.steps:  # what "predictions" counts, by model
+        if step.foreach is None and not verdicts.get(step.id, "").startswith("hit"):
+            counts[step.model.ref] = counts.get(step.model.ref, 0) + 1
+    foreach = sum(s.foreach is not None for s in plan.steps)
+    more = f"plus the items of {foreach} foreach step{'s' if foreach != 1 else ''}" if foreach else ""
+    return {
+        "estimated_cost": estimate_total(prices, counts),
+        "estimated_cost_text": estimate_line(prices, counts, more=more),
     }
 
 
@@ -58,8 +83,8 @@ def dry_run(pipeline: Pipeline, settings: Settings) -> str:
     """Plan ``pipeline``, say per step whether it would be reused or paid, write plan.json and plan.mmd."""
     the_plan = make_plan(pipeline, settings)
     verdicts = ledger_verdicts(the_plan, settings)
-    write_plan(the_plan, settings.run_dir, seed=settings.seed, cache=verdicts)
-    return plan_text(the_plan, seed=settings.seed, cache=verdicts)
+    write_plan(the_plan, settings.run_dir, seed=settings.seed, cache=verdicts, prices=settings.prices)
+    return plan_text(the_plan, seed=settings.seed, cache=verdicts, prices=settings.prices)
 
 
 def ledger_verdicts(plan: Plan, settings: Settings) -> dict[str, str]:
@@ -128,9 +153,11 @@ def _shown(value: Any) -> Any:
     return value
 
 
-def plan_text(plan: Plan, *, seed: int | None, cache: Mapping[str, str] | None = None) -> str:
+def plan_text(
+    plan: Plan, *, seed: int | None, cache: Mapping[str, str] | None = None, prices: Prices | None = None
+) -> str:
     """A readable listing: steps in order with level, model@version, cache verdict and inputs."""
-    data = plan_data(plan, seed=seed, cache=cache)
+    data = plan_data(plan, seed=seed, cache=cache, prices=prices)
     count = data["predictions"]
     per_item = (
         f", plus one per item of {data['foreach_steps']} foreach steps" if data["foreach_steps"] else ""
@@ -139,6 +166,8 @@ def plan_text(plan: Plan, *, seed: int | None, cache: Mapping[str, str] | None =
         f"Plan for pipeline '{data['pipeline']}' ({data['source'] or 'no file'}): "
         f"{len(plan.steps)} steps, {count} prediction{'s' if count != 1 else ''}{per_item} would be created."
     ]
+    if "estimated_cost_text" in data:
+        lines.append(data["estimated_cost_text"] + ".")
     if seed is not None:
         lines.append(f"Seed {seed}: steps without their own seed get one derived from it.")
     for step in data["steps"]:
@@ -172,8 +201,13 @@ def plan_mermaid(plan: Plan) -> str:
 
 
 def write_plan(
-    plan: Plan, run_dir: Path, *, seed: int | None, cache: Mapping[str, str] | None = None
+    plan: Plan,
+    run_dir: Path,
+    *,
+    seed: int | None,
+    cache: Mapping[str, str] | None = None,
+    prices: Prices | None = None,
 ) -> None:
     """``plan.json`` and ``plan.mmd`` in ``run_dir``."""
-    write_json_atomic(run_dir / "plan.json", plan_data(plan, seed=seed, cache=cache))
+    write_json_atomic(run_dir / "plan.json", plan_data(plan, seed=seed, cache=cache, prices=prices))
     (run_dir / "plan.mmd").write_text(plan_mermaid(plan), encoding="utf-8")

@@ -195,11 +195,14 @@ class DeadlineExceeded(KkiaiError):
 
 
 class PredictionFailed(KkiaiError):
-    """A prediction reached a terminal state other than ``succeeded``."""
+    """A prediction reached a terminal state other than ``succeeded``; ``logs`` are its logs, if any."""
 
-    def __init__(self, message: str, *, prediction_id: str | None, status: str) -> None:
+    def __init__(
+        self, message: str, *, prediction_id: str | None, status: str, logs: str | None = None
+    ) -> None:
         self.prediction_id = prediction_id
         self.status = status
+        self.logs = logs
         super().__init__(message)
 
 

@@ -18,7 +18,6 @@ A sweeper that needs each job's return value (Optuna, Nevergrad, Ax) is refused:
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import sys
@@ -37,6 +36,7 @@ from omegaconf import DictConfig
 from .errors import KkiaiError
 from .orchestrator import CURRENT_JOB, Job, Orchestrator
 from .rundir import read_record, write_json_atomic
+from .sweep_accounting import job_totals, planned_cost, sweep_totals, totals_line, write_summary_csv
 from .terminal import ProgressBar
 
 log = logging.getLogger(__name__)
@@ -242,9 +242,11 @@ def _job_summary(
         "outputs": [],
     }
     run = read_record(job_dir).record
+    summary.update(job_totals(run))  # created, reused, predict_time, cost
     if run is None:
         if not error and (job_dir / PLAN_FILE).is_file():  # a dry run: checked and planned, nothing sent
             summary["status"] = "planned"
+            summary.update(planned_cost(job_dir, PLAN_FILE))
         return summary
     failed = [f"{sid}: {step.error}" for sid, step in run.steps.items() if step.error]
     summary.update(
@@ -274,25 +276,11 @@ def write_sweep_files(sweep_dir: Path, jobs: list[dict[str, Any]], *, interrupte
     status = {0: "succeeded", 130: "canceled"}.get(code, "failed")
     if code == 0 and statuses == {"planned"}:
         status = "planned"
-    write_json_atomic(sweep_dir / SWEEP_FILE, {"status": status, "exit_code": code, "jobs": jobs})
-    columns = [
-        "job",
-        "overrides",
-        "status",
-        "duration_s",
-        "started_at",
-        "finished_at",
-        "run_dir",
-        "outputs",
-        "error",
-    ]
-    with (sweep_dir / SUMMARY_FILE).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for job in jobs:
-            writer.writerow(
-                {**job, "overrides": " ".join(job["overrides"]), "outputs": ";".join(job["outputs"])}
-            )
+    totals = sweep_totals(jobs)
+    write_json_atomic(
+        sweep_dir / SWEEP_FILE, {"status": status, "exit_code": code, "totals": totals, "jobs": jobs}
+    )
+    write_summary_csv(sweep_dir / SUMMARY_FILE, jobs, totals)
     return code
 
 
@@ -313,6 +301,7 @@ def sweep_table(sweep_dir: Path, jobs: list[dict[str, Any]]) -> str:
     for job in jobs:
         took = f"{job['duration_s']:.1f}s" if job["duration_s"] is not None else "-"
         lines.append(f"{job['job']:>4}  {job['status']:<10}  {took:>7}  {' '.join(job['overrides'])}")
+    lines.append(totals_line(sweep_totals(jobs)))
     lines.append(f"sweep: {sweep_dir / SWEEP_FILE}, {sweep_dir / SUMMARY_FILE}")
     grids = [sweep_dir / name for name in ("grid.html", "grid.png") if (sweep_dir / name).exists()]
     if grids:

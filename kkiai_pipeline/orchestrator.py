@@ -40,6 +40,7 @@ from .ledger import OWNER_BEAT_SECONDS, Ledger
 from .localfiles import LocalFiles
 from .pipeline import Pipeline
 from .planning import Plan, PlannedStep, plan
+from .pricing import prices_for
 from .purchase import PurchaseOptions, Purchaser
 from .report import write_run_report
 from .rundir import MANIFEST, RunRecord, StepRecord, load_record
@@ -192,6 +193,7 @@ def new_record(job: Job, *, base_url: str) -> RunRecord:
     record = RunRecord(
         settings.run_dir, the_plan.pipeline.name, api, steps, source=source, seed=settings.seed
     )
+    record.prices = prices_for(settings.prices, (step.model for step in steps.values()))
     if job.previous is not None:
         record.run_id = job.previous.run_id
     return record

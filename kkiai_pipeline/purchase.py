@@ -318,6 +318,7 @@ class Purchaser:
                 error,
                 prediction_id=prediction.id,
                 status=prediction.status,
+                logs=prediction.logs,
             )
         await self.ledger.move(
             order.key.digest,

@@ -23,6 +23,7 @@ arrived: nothing is sent again until it can).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -37,6 +38,7 @@ from typing import IO, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .artifacts import Artifact
 from .errors import StateError
+from .pricing import Price, price_json
 from .secrets import redact
 
 StepStatus = Literal[
@@ -89,6 +91,7 @@ class StepRecord:
     started_at: str | None = None
     completed_at: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    logs: str | None = None  # the prediction's logs file, relative to the run directory (if it had any)
     outputs: list[Artifact] = field(default_factory=list)
     output: Any = None  # the API's output shape, data: URIs shortened (see outputs.kept_output)
     attempts: list[dict[str, Any]] = field(default_factory=list)  # every prediction made for this step
@@ -143,15 +146,26 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class Totals:
-    """What a run obtained: predictions it paid for, results it reused, and the ``predict_time`` (the
-    seconds the service billed) of those it paid for."""
+    """What a run obtained: predictions it paid for, results it reused, the ``predict_time`` (the
+    seconds the service billed) of those it paid for, and their estimated ``cost`` from the run's price
+    table (:mod:`kkiai_pipeline.pricing`): None when the run has no prices, or a prediction it paid for
+    has none (its model is not in the table, or a per-second price lacks the predict_time)."""
 
     created: int = 0
     reused: int = 0
     predict_time: float = 0.0
+    cost: float | None = None
 
 
-def _leaves(steps: Mapping[str, StepRecord]) -> Iterator[StepRecord]:
+def predict_seconds(leaf: StepRecord) -> float | None:
+    """The ``predict_time`` in a step's (or item's) metrics, if it is a number."""
+    seconds = leaf.metrics.get("predict_time")
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool) and 0 <= seconds < math.inf:
+        return float(seconds)
+    return None
+
+
+def leaves(steps: Mapping[str, StepRecord]) -> Iterator[StepRecord]:
     """Every record that stands for one prediction: a step, or each item of a ``foreach`` step."""
     for step in steps.values():
         yield from step.items if step.items else (step,)
@@ -175,6 +189,7 @@ class RunRecord:
     started_at: str = field(default_factory=utc_now)
     finished_at: str | None = None
     traffic: dict[str, Any] = field(default_factory=dict)  # request, retry and download counters
+    prices: dict[str, Price] = field(default_factory=dict)  # the price table's entries for its models
     _journal: IO[str] | None = field(default=None, repr=False, compare=False)
     _snapshot_at: float = field(default=0.0, repr=False, compare=False)
     _snapshot_every: float = field(default=SNAPSHOT_INTERVAL, repr=False, compare=False)
@@ -186,18 +201,28 @@ class RunRecord:
         return round(end - start, 3) if start is not None and end is not None else None
 
     def totals(self) -> Totals:
-        """Predictions created and reused, and the predict time paid for, over all steps and items."""
+        """Predictions created and reused, the predict time paid for and its estimated cost, over all
+        steps and items."""
         created = reused = 0
-        predict_time = 0.0
-        for leaf in _leaves(self.steps):
+        predict_time = cost = 0.0
+        priced = bool(self.prices)
+        for leaf in leaves(self.steps):
             if leaf.obtained in PAID:
                 created += 1
-                seconds = leaf.metrics.get("predict_time")
-                if isinstance(seconds, int | float) and not isinstance(seconds, bool):
-                    predict_time += float(seconds)
+                predict_time += predict_seconds(leaf) or 0.0
+                each = self.cost_of(leaf)
+                priced = priced and each is not None
+                cost += each or 0.0
             elif leaf.obtained is not None:
                 reused += 1
-        return Totals(created, reused, round(predict_time, 3))
+        return Totals(created, reused, round(predict_time, 3), round(cost, 6) if priced else None)
+
+    def cost_of(self, leaf: StepRecord) -> float | None:
+        """The estimated cost of one step or item, if this run paid for it and its model is priced."""
+        price = self.prices.get(leaf.model)
+        if leaf.obtained not in PAID or price is None:
+            return None
+        return price.cost(predict_seconds(leaf))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -211,6 +236,8 @@ class RunRecord:
             "finished_at": self.finished_at,
             "api": self.api,
             "traffic": self.traffic,
+            "prices": price_json(self.prices),
+            "totals": asdict(self.totals()),
             "steps": {sid: asdict(step) for sid, step in self.steps.items()},
         }
 

@@ -38,6 +38,7 @@ from .config_schema import check_config, check_override_keys, check_swept_values
 from .errors import ConfigError
 from .execution import ExecutionOptions
 from .localfiles import DEFAULT_MAX_BYTES
+from .pricing import Price, parse_prices
 from .purchase import OnInterrupt
 from .secrets import find, redact, register
 
@@ -88,6 +89,8 @@ class Settings:
     # Pay again for a succeeded prediction whose files the service deleted before they were stored
     # (otherwise the step says so and stops).
     repay_expired: bool = False
+    # Estimated cost: what one prediction of each model (owner/name) costs (kkiai_pipeline.pricing).
+    prices: Mapping[str, Price] = field(default_factory=dict)
 
 
 def load_settings(
@@ -122,6 +125,7 @@ def load_settings(
         max_download_bytes=raw.get("max_download_bytes", 200 * 1024 * 1024),
         cog=_cog_settings(raw.get("cog") or {}),
         repay_expired=raw.get("repay_expired", False),
+        prices=parse_prices(raw.get("prices")),
     )
     check_writable(run_dir_key, run_dir)
     # The emulator keeps its predictions under the cache directory unless api.sandbox.store says where.

@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator
 
 from kkiai_pipeline.artifacts import Artifact
 from kkiai_pipeline.multirun import collect_jobs
+from kkiai_pipeline.pricing import Price
 from kkiai_pipeline.rundir import (
     JOURNAL,
     MANIFEST,
@@ -330,3 +331,39 @@ def test_totals_count_paid_and_reused_predictions_and_the_predict_time_paid(tmp_
         },
     )
     assert record.totals() == Totals(created=4, reused=2, predict_time=3.75)
+
+
+def test_totals_estimate_the_cost_of_what_was_paid_from_the_run_s_prices(tmp_path: Path) -> None:
+    def leaf(model: str, obtained: str, seconds: float | None = None) -> StepRecord:
+        step = StepRecord(model=model, version="v", obtained=obtained)  # type: ignore[arg-type]
+        step.metrics = {} if seconds is None else {"predict_time": seconds}
+        return step
+
+    fanned = StepRecord(model="o/flat", version="v")
+    fanned.items = [leaf("o/flat", "created"), leaf("o/flat", "reused"), leaf("o/flat", "reattached")]
+    steps = {"a": leaf("o/timed", "created", 10.0), "b": leaf("o/timed", "shared", 99.0), "c": fanned}
+    record = RunRecord(run_dir=tmp_path, pipeline="p", api={}, steps=steps)
+    assert record.totals().cost is None  # no prices: no estimate, not a cost of 0
+    record.prices = {"o/flat": Price(per_prediction=0.5), "o/timed": Price(per_second=0.01)}
+    assert record.totals() == Totals(created=3, reused=2, predict_time=10.0, cost=1.1)
+    assert record.cost_of(steps["a"]) == pytest.approx(0.1)
+    assert record.cost_of(steps["b"]) is None  # shared: paid for elsewhere
+    del record.prices["o/flat"]  # a paid prediction without a price: the total is unknown, not lower
+    assert record.totals().cost is None
+    record.prices["o/flat"] = Price(per_prediction=0.5)
+    steps["a"].metrics = {"predict_time": float("nan")}  # per second without a usable time
+    assert record.totals() == Totals(created=3, reused=2, predict_time=0.0, cost=None)
+
+
+def test_prices_and_totals_are_written_and_read_back(schema: dict[str, Any], tmp_path: Path) -> None:
+    step = StepRecord("o/m", VERSION, obtained="created", metrics={"predict_time": 2.0})
+    record = a_run(tmp_path, gen=step)
+    record.prices = {"o/m": Price(per_second=0.25, expected_seconds=3.0)}
+    record.finish(interrupted=False)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert list(Draft202012Validator(schema).iter_errors(manifest)) == []
+    assert manifest["totals"] == {"created": 1, "reused": 0, "predict_time": 2.0, "cost": 0.5}
+    assert manifest["prices"] == {"o/m": {"per_prediction": 0.0, "per_second": 0.25, "expected_seconds": 3.0}}
+    reread = read_record(tmp_path)
+    assert reread.problems == ()
+    assert reread.record is not None and reread.record.totals().cost == 0.5

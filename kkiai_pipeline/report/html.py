@@ -78,6 +78,15 @@ table.grid td.bad{background:#ffebe9;outline:3px solid #cf222e;outline-offset:-3
 table.grid td .placeholder{margin:auto}
 .cellnote{font-size:11px;color:#57606a;max-width:256px;margin:4px auto 0;overflow-wrap:anywhere}
 td.bad .cellnote{color:#a40e26}
+details.logs{margin:8px 0}details.logs summary{cursor:pointer;color:#424a53}
+pre.log{max-height:360px;overflow:auto;background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;
+ padding:8px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
+table.items{margin-top:8px;width:100%}
+table.items th,table.items td{border-top:1px solid #d8dee4;padding:4px 8px 4px 0;text-align:left;
+ vertical-align:top}
+table.items .thumb{max-width:128px;max-height:128px}table.items .outputs{margin-top:0;gap:6px}
+table.items tr.failed,table.items tr.aborted,table.items tr.unresolved,table.items tr.canceled{
+ background:#fffafa}
 """
 
 
