@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .errors import KkiaiError, UsageError
 from .models_cli import _table, _write
+from .pricing import format_cost
 from .report.compare_html import COMPARE, write_compare
 from .report.index_html import INDEX, write_index
 from .runs_compare import compare, render_text
@@ -71,12 +72,12 @@ def _list(dirs: Sequence[str], *, as_json: bool, index: bool) -> int:
 
 
 def table(listed: Sequence[Entry]) -> str:
-    """One line a run or sweep; the cost column only when something was priced."""
+    """One line a run or sweep; the (estimated) cost column only when something was priced."""
     priced = any(e.cost is not None for e in listed)
     header = ["STARTED", "PIPELINE", "STATUS", "CREATED", "REUSED", "PREDICT", *(["COST"] * priced), "PATH"]
     rows = [header]
     for e in listed:
-        cost = [f"${e.cost:.4f}" if e.cost is not None else "-"] if priced else []
+        cost = [format_cost(e.cost)] if priced else []
         path = str(e.path) + (f" (sweep, {e.jobs} jobs)" if e.kind == "sweep" else "")
         if e.problem:
             path += f"  [{e.problem}]"

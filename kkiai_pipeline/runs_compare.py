@@ -20,6 +20,7 @@ import yaml
 
 from .errors import UsageError
 from .multirun import SWEEP_FILE
+from .pricing import format_cost
 from .report.html import short_value
 from .rundir import RunRecord, StepRecord, read_record
 
@@ -122,7 +123,8 @@ def render_text(comparison: Comparison) -> str:
 
 def _describe(run: RunRecord) -> str:
     totals = run.totals()
-    return f"{run.pipeline}, {run.status}, {totals.created} created, {totals.reused} reused"
+    cost = f", estimated cost {format_cost(totals.cost)}" if totals.cost is not None else ""
+    return f"{run.pipeline}, {run.status}, {totals.created} created, {totals.reused} reused{cost}"
 
 
 def _union(a: RunRecord, b: RunRecord) -> list[str]:

@@ -5,7 +5,8 @@ it ends) or Hydra's ``multirun.yaml`` (written when it starts). Runs are read on
 :func:`kkiai_pipeline.rundir.read_record`, the tolerant reader, and sweeps through
 :func:`kkiai_pipeline.multirun.collect_jobs`, so a crashed run, a run with a journal, an old (v1)
 run.json or a garbage file is listed (as ``unreadable``, with the reason) and never stops the listing.
-Counts come from :meth:`~kkiai_pipeline.rundir.RunRecord.totals`, the one definition.
+Counts and the estimated cost come from :meth:`~kkiai_pipeline.rundir.RunRecord.totals`, the one
+definition (a sweep's: :func:`~kkiai_pipeline.sweep_accounting.sweep_totals` of its jobs, as sweep.json).
 
 The search is bounded: it goes at most :data:`MAX_DEPTH` folders down, skips hidden folders and a
 run's own ``steps/``, never enters a run or a sweep it found, and stops after :data:`MAX_DIRS` folders
@@ -25,7 +26,8 @@ import yaml
 
 from .multirun import SWEEP_FILE, collect_jobs
 from .report.html import output_file
-from .rundir import MANIFEST, RunRecord, Totals, read_record
+from .rundir import MANIFEST, RunRecord, read_record
+from .sweep_accounting import sweep_totals
 
 MAX_DEPTH = 5  # outputs/<pipeline>/<time> and multirun/<date>/<time> are 2 deep
 MAX_DIRS = 50_000
@@ -151,6 +153,7 @@ def read_run(run_dir: Path) -> Entry:
         created=totals.created,
         reused=totals.reused,
         predict_time=totals.predict_time,
+        cost=totals.cost,
         problem=reading.problem,
         outputs=tuple(final_outputs(run))[:MAX_THUMBS],
         page=_if_file(page),
@@ -165,9 +168,9 @@ def read_sweep(sweep_dir: Path) -> Entry:
         why = "a job's .hydra/overrides.yaml could not be read: " + " ".join(str(exc).split())
         return Entry("sweep", sweep_dir, "", UNREADABLE, problem=why, page=_if_file(sweep_dir / GRID_FILE))
     status, problem = _sweep_status(sweep_dir, [str(job["status"]) for job in jobs])
+    totals = sweep_totals(jobs)  # as sweep.json sums its jobs' RunRecord.totals()
     runs = [read_record(sweep_dir / str(job["run_dir"])).record for job in jobs]
     records = [run for run in runs if run is not None]
-    totals = [run.totals() for run in records]
     firsts = [next(iter(final_outputs(run)), None) for run in records]
     starts = [str(job["started_at"]) for job in jobs if job["started_at"]]
     return Entry(
@@ -176,9 +179,10 @@ def read_sweep(sweep_dir: Path) -> Entry:
         next((run.pipeline for run in records if run.pipeline), ""),
         status,
         started_at=min(starts) if starts else None,
-        created=sum(t.created for t in totals) if totals else None,
-        reused=sum(t.reused for t in totals) if totals else None,
-        predict_time=_sum_time(totals),
+        created=totals["created"] if records else None,
+        reused=totals["reused"] if records else None,
+        predict_time=totals["predict_time"] if records else None,
+        cost=totals["cost"],
         jobs=len(jobs),
         problem=problem,
         outputs=tuple(f for f in firsts if f is not None)[:MAX_THUMBS],
@@ -198,10 +202,6 @@ def _sweep_status(sweep_dir: Path, job_statuses: list[str]) -> tuple[str, str | 
     if not isinstance(status, str):
         return UNREADABLE, "sweep.json has no status"
     return status, None
-
-
-def _sum_time(totals: list[Totals]) -> float | None:
-    return round(sum(t.predict_time for t in totals), 3) if totals else None
 
 
 def final_outputs(run: RunRecord) -> Iterator[Path]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..pricing import format_cost
 from ..rundir import StepRecord
 from ..runs_compare import Comparison, Difference, Side
 from .html import badge, esc, kind_of, kv_table, media, output_file, page, relative_url, write_text_atomic
@@ -73,8 +74,9 @@ def _side(base: Path, side: Side) -> str:
         ("started", esc(run.started_at)),
         ("predictions", esc(f"{totals.created} created, {totals.reused} reused")),
         ("predict time", esc(f"{totals.predict_time:g} s")),
+        ("estimated cost", esc(format_cost(totals.cost)) if totals.cost is not None else ""),
     ]
-    return kv_table(rows)
+    return kv_table([(k, v) for k, v in rows if v])
 
 
 def _diff_table(diffs: list[Difference]) -> str:

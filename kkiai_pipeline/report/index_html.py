@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..pricing import format_cost
 from ..runs_index import UNREADABLE, Entry, short_time
 from .html import badge, esc, media_kind, page, placeholder, relative_url, write_text_atomic
 
@@ -102,7 +103,7 @@ def _card(base: Path, entry: Entry) -> str:
     if entry.created is not None:
         counts = f"{entry.created} created, {entry.reused} reused, {entry.predict_time:g} s predict time"
         if entry.cost is not None:
-            counts += f", ${entry.cost:.4f}"
+            counts += f", estimated cost {format_cost(entry.cost)}"
     problem = f'<div class="error">{esc(entry.problem)}</div>' if entry.problem else ""
     return (
         f'<article class="{css}" data-pipeline="{esc(entry.pipeline)}" data-status="{esc(entry.status)}">'

@@ -23,13 +23,20 @@ FAST = [
 ]
 
 
+# Run B is priced (0.01 + 0.02 + 0.005 for its three predictions); the others are not.
+PRICES = (
+    "prices={stability-ai/sdxl:{per_prediction:0.01},sujaykhandekar/object-removal:{per_prediction:0.02},"
+    "cjwbw/rembg:{per_prediction:0.005}}"
+)
+
+
 @dataclass(frozen=True)
 class Home:
     """The working folder: ``outputs/`` and ``multirun/`` as kkiai-run leaves them."""
 
     root: Path
     a: Path  # product_shots as shipped
-    b: Path  # another surface and seed
+    b: Path  # another surface and seed, priced
     c: Path  # A again: every prediction reused
     failed: Path  # the sandbox fails its first step
     sweep: Path  # seed=1,2
@@ -55,7 +62,7 @@ def _run(root: Path, name: str, *more: str) -> Path:
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
     root = tmp_path_factory.mktemp("home")
     a = _run(root, "a")
-    b = _run(root, "b", "pipeline.params.surface=oak", "seed=7")
+    b = _run(root, "b", "pipeline.params.surface=oak", "seed=7", PRICES)
     c = _run(root, "c")
     failed = _run(root, "f", "pipeline.params.subject='a vase [sandbox:fail]'")
     swept = kkiai_pipeline.run_sweep(

@@ -19,7 +19,8 @@ def test_the_table_lists_outputs_and_multirun_and_writes_the_index(
     assert main([]) == 0
     out, err = capsys.readouterr()
     lines = out.splitlines()
-    assert lines[0].split() == ["STARTED", "PIPELINE", "STATUS", "CREATED", "REUSED", "PREDICT", "PATH"]
+    header = ["STARTED", "PIPELINE", "STATUS", "CREATED", "REUSED", "PREDICT", "COST", "PATH"]
+    assert lines[0].split() == header  # COST: run B is priced
     assert len(lines) == 1 + 8
     assert lines[1].split()[:3] == ["-", "-", "unreadable"]
     assert lines[1].endswith(
@@ -28,6 +29,7 @@ def test_the_table_lists_outputs_and_multirun_and_writes_the_index(
     row = {line.split()[-1] if "(sweep" not in line else "multirun/s": line.split() for line in lines[2:]}
     assert row["outputs/product_shots/c"][2:6] == ["product_shots", "succeeded", "0", "3"]
     assert row["outputs/product_shots/a"][2:6] == ["product_shots", "succeeded", "3", "0"]
+    assert row["outputs/product_shots/a"][7] == "-" and row["outputs/product_shots/b"][7] == "0.0350"
     assert lines[-1].endswith("multirun/s (sweep, 2 jobs)")  # the newest last
     assert err == "index: outputs/index.html\n"
     assert (home.outputs / "index.html").is_file()
@@ -69,7 +71,7 @@ def test_compare_prints_what_differs_like_a_diff_and_writes_the_page(
     out, err = capsys.readouterr()
     assert out.startswith(
         f"A  {home.a}  (product_shots, succeeded, 3 created, 0 reused)\n"
-        f"B  {home.b}  (product_shots, succeeded, 3 created, 0 reused)\n"
+        f"B  {home.b}  (product_shots, succeeded, 3 created, 0 reused, estimated cost 0.0350)\n"
     )
     assert (
         "overrides that differ (.hydra/overrides.yaml):\n"

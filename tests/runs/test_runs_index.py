@@ -32,7 +32,7 @@ def test_every_run_and_sweep_is_one_entry_with_its_counts(home: Home) -> None:
     a, c, b = listed[home.a], listed[home.c], listed[home.b]
     assert (a.kind, a.pipeline, a.status, a.created, a.reused) == ("run", "product_shots", "succeeded", 3, 0)
     assert (c.status, c.created, c.reused) == ("succeeded", 0, 3)  # the same run again: nothing paid
-    assert (b.created, b.reused) == (3, 0)
+    assert (b.created, b.reused, b.cost, a.cost) == (3, 0, 0.035, None)
     assert listed[home.failed].status == "failed"
     assert a.page == home.a / "report.html" and a.problem is None
     assert a.outputs == (home.a / "steps/cutout/output_0.png",)  # the final step's output only
@@ -45,6 +45,7 @@ def test_every_run_and_sweep_is_one_entry_with_its_counts(home: Home) -> None:
         0,
     )
     assert sweep.pipeline == "product_shots" and sweep.page == home.sweep / "grid.html"
+    assert sweep.cost is None  # not priced
     assert sweep.outputs == tuple(home.sweep / f"{n}/steps/cutout/output_0.png" for n in (0, 1))
 
 
