@@ -43,7 +43,10 @@ def test_cards_link_relatively_load_lazily_and_escape_what_they_show(tmp_path: P
     assert '<a href="p%20q/r1/steps/s/clip.mp4">clip.mp4</a>' in page  # not an image: a link, no player
     assert '<a href="p%20q/r1/report.html">report.html</a>' in page
     assert '<a href="../multirun/s/grid.html">grid.html</a>' in page
-    assert "2 created, 1 reused, 1.5 s predict time, estimated cost 0.0350" in page and "2026-01-02 03:04:05" in page
+    assert (
+        "2 created, 1 reused, 1.5 s predict time, estimated cost 0.0350" in page
+        and "2026-01-02 03:04:05" in page
+    )
     assert "sweep of 1 job" in page and "the search stopped early" in page
     assert page.index("r1") < page.index("multirun")  # newest first; never-started last
     assert page.rindex("outputs/bad") > page.index("multirun")
