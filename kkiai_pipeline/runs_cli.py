@@ -7,6 +7,7 @@
     kkiai-runs DIR [DIR ...]       the same under the given folders (index.html in the first)
     kkiai-runs --json              the same rows as JSON
     kkiai-runs --compare A B       what differs between two runs (or sweep jobs), and compare.html
+    kkiai-runs --compare A B --json   the differences as JSON
 
 Nothing is sent anywhere: everything is read from the run directories (:mod:`.runs_index`,
 :mod:`.runs_compare`). A folder given that does not exist, or a compared path that is not a run,
@@ -41,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
         if args.compare:
-            return _compare(Path(args.compare[0]), Path(args.compare[1]), out=args.out)
+            if args.dirs or args.no_index:
+                raise UsageError("--compare A B takes no other folder and writes no index.html")
+            return _compare(Path(args.compare[0]), Path(args.compare[1]), out=args.out, as_json=args.json)
         return _list(args.dirs, as_json=args.json, index=not args.no_index)
     except KkiaiError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -100,14 +103,17 @@ def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def _compare(a: Path, b: Path, *, out: str | None) -> int:
+def _compare(a: Path, b: Path, *, out: str | None, as_json: bool) -> int:
     comparison = compare(a, b)
     target = Path(out) if out else Path(COMPARE)
     if target.is_dir():
         target = target / COMPARE
     if not target.parent.is_dir():
         raise UsageError(f"--out {target}: no such folder {target.parent}")
-    code = _write(render_text(comparison))
+    text = (
+        json.dumps(comparison.to_json(), indent=2, ensure_ascii=False) if as_json else render_text(comparison)
+    )
+    code = _write(text)
     write_compare(target, comparison)
     print(f"side by side: {target}", file=sys.stderr)
     return code
@@ -122,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "dirs", nargs="*", metavar="DIR", help="folders to look in (default: outputs multirun)"
     )
-    parser.add_argument("--json", action="store_true", help="print the list as JSON")
+    parser.add_argument("--json", action="store_true", help="print the list (or the differences) as JSON")
     parser.add_argument("--no-index", action="store_true", help="do not write index.html")
     parser.add_argument(
         "--compare", nargs=2, metavar=("A", "B"), help="show what differs between two runs or sweep jobs"

@@ -12,7 +12,7 @@ the same in both runs (the key hashes every input file by content) was sent the 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,16 @@ class Comparison:
     @property
     def same(self) -> bool:
         return not (self.overrides or self.settings or any(self.steps.values()))
+
+    def to_json(self) -> dict[str, Any]:
+        """The differences for ``kkiai-runs --compare --json``: each as ``{key, a, b}``."""
+        return {
+            "a": str(self.a.path),
+            "b": str(self.b.path),
+            "overrides": [asdict(d) for d in self.overrides],
+            "settings": [asdict(d) for d in self.settings],
+            "steps": {sid: [asdict(d) for d in diffs] for sid, diffs in self.steps.items() if diffs},
+        }
 
 
 def load_side(path: Path) -> Side:

@@ -55,7 +55,8 @@ class Entry:
     predict_time: float | None = None
     cost: float | None = None  # estimated, when a price table priced it
     jobs: int | None = None  # a sweep: how many jobs
-    problem: str | None = None
+    problem: str | None = None  # why the record could not be read (in whole or in part)
+    error: str | None = None  # a run: the first step that failed, and why
     outputs: tuple[Path, ...] = ()  # final outputs on disk (a sweep: each job's first), at most MAX_THUMBS
     page: Path | None = None  # report.html of a run, grid.html of a sweep, if written
 
@@ -73,6 +74,7 @@ class Entry:
             "cost": self.cost,
             "jobs": self.jobs,
             "problem": self.problem,
+            "error": self.error,
             "page": str(self.page) if self.page else None,
             "outputs": [str(p) for p in self.outputs],
         }
@@ -155,6 +157,9 @@ def read_run(run_dir: Path) -> Entry:
         predict_time=totals.predict_time,
         cost=totals.cost,
         problem=reading.problem,
+        error=next(
+            (f"{sid}: {s.error}" for sid, s in run.steps.items() if s.error and s.status != "skipped"), None
+        ),
         outputs=tuple(final_outputs(run))[:MAX_THUMBS],
         page=_if_file(page),
     )

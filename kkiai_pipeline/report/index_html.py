@@ -104,7 +104,9 @@ def _card(base: Path, entry: Entry) -> str:
         counts = f"{entry.created} created, {entry.reused} reused, {entry.predict_time:g} s predict time"
         if entry.cost is not None:
             counts += f", estimated cost {format_cost(entry.cost)}"
-    problem = f'<div class="error">{esc(entry.problem)}</div>' if entry.problem else ""
+    problem = "".join(
+        f'<div class="error">{esc(text)}</div>' for text in (entry.problem, entry.error) if text
+    )
     return (
         f'<article class="{css}" data-pipeline="{esc(entry.pipeline)}" data-status="{esc(entry.status)}">'
         f"<header><h3>{esc(title)}</h3>{badge(entry.status)}</header>"

@@ -93,6 +93,25 @@ def test_compare_prints_what_differs_like_a_diff_and_writes_the_page(
     assert (tmp_path / "compare.html").is_file()
 
 
+def test_compare_json_gives_the_differences_for_machines(
+    home: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--compare", str(home.a), str(home.b), "--json", "--out", str(tmp_path)]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert (found["a"], found["b"]) == (str(home.a), str(home.b))
+    assert {"key": "pipeline.params.surface", "a": "white marble", "b": "oak"} in found["settings"]
+    assert found["steps"]["generate"][0] == {
+        "key": "input.prompt",
+        "a": "studio photo of a ceramic mug on white marble, soft light",
+        "b": "studio photo of a ceramic mug on oak, soft light",
+    }
+    assert main(["--compare", str(home.a), str(home.b), str(home.root)]) == 2
+    assert (
+        capsys.readouterr().err
+        == "kkiai-runs: error: --compare A B takes no other folder and writes no index.html\n"
+    )
+
+
 def test_compare_a_run_with_its_rerun_finds_nothing(
     home: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -33,7 +33,12 @@ def test_every_run_and_sweep_is_one_entry_with_its_counts(home: Home) -> None:
     assert (a.kind, a.pipeline, a.status, a.created, a.reused) == ("run", "product_shots", "succeeded", 3, 0)
     assert (c.status, c.created, c.reused) == ("succeeded", 0, 3)  # the same run again: nothing paid
     assert (b.created, b.reused, b.cost, a.cost) == (3, 0, 0.035, None)
-    assert listed[home.failed].status == "failed"
+    failed = listed[home.failed]
+    assert (failed.status, failed.error) == (
+        "failed",
+        "generate: E1000 Prediction failed (sandbox: input contained the fail marker)",
+    )
+    assert a.error is None
     assert a.page == home.a / "report.html" and a.problem is None
     assert a.outputs == (home.a / "steps/cutout/output_0.png",)  # the final step's output only
     sweep = listed[home.sweep]
