@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from .errors import KkiaiError, UsageError
@@ -62,16 +63,30 @@ def _list(dirs: Sequence[str], *, as_json: bool, index: bool) -> int:
     listed, incomplete = entries(roots)
     if incomplete:
         print(f"{PROG}: the search stopped early: not every folder was looked at", file=sys.stderr)
+    written = True
     if index and roots:
-        page = write_index(roots[0] / INDEX, listed, incomplete=incomplete)
-        print(f"index: {page}", file=sys.stderr)
+        write = partial(write_index, listed=listed, incomplete=incomplete)
+        written = _page(write, roots[0] / INDEX, "index")
     if as_json:
-        return _write(json.dumps([e.to_json() for e in listed], indent=2))
-    if not listed:
+        code = _write(json.dumps([e.to_json() for e in listed], indent=2))
+    elif listed:
+        code = _write(table(listed))
+    else:
         where = " or ".join(str(r) for r in roots or DEFAULT_DIRS)
         print(f"{PROG}: no runs or sweeps under {where}", file=sys.stderr)
-        return 0
-    return _write(table(listed))
+        code = 0
+    return code or (0 if written else 1)
+
+
+def _page(write: Callable[[Path], Path], target: Path, label: str) -> bool:
+    """Write a page, saying where (or why not: the listing or comparison still counts)."""
+    try:
+        write(target)
+    except OSError as exc:
+        print(f"{PROG}: could not write {target}: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    print(f"{label}: {target}", file=sys.stderr)
+    return True
 
 
 def table(listed: Sequence[Entry]) -> str:
@@ -114,9 +129,8 @@ def _compare(a: Path, b: Path, *, out: str | None, as_json: bool) -> int:
         json.dumps(comparison.to_json(), indent=2, ensure_ascii=False) if as_json else render_text(comparison)
     )
     code = _write(text)
-    write_compare(target, comparison)
-    print(f"side by side: {target}", file=sys.stderr)
-    return code
+    written = _page(partial(write_compare, comparison=comparison), target, "side by side")
+    return code or (0 if written else 1)
 
 
 def _parser() -> argparse.ArgumentParser:

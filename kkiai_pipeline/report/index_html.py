@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..pricing import format_cost
 from ..runs_index import UNREADABLE, Entry, short_time
-from .html import badge, esc, media_kind, page, placeholder, relative_url, write_text_atomic
+from .html import BAD_STATUSES, badge, esc, media_kind, page, placeholder, relative_url, write_text_atomic
 
 INDEX = "index.html"
 
@@ -92,7 +92,7 @@ def _options(counts: Counter[str]) -> str:
 
 
 def _card(base: Path, entry: Entry) -> str:
-    css = "card bad" if entry.status in (UNREADABLE, "failed", "canceled") else "card"
+    css = "card bad" if entry.status in BAD_STATUSES or entry.status == UNREADABLE else "card"
     title = entry.pipeline or "(unknown pipeline)"
     kind = f"sweep of {_plural(entry.jobs or 0, 'job')}" if entry.kind == "sweep" else "run"
     link = ""

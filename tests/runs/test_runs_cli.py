@@ -160,3 +160,13 @@ def test_compare_refuses_what_is_not_a_run(
     assert out == ""
     assert err.startswith(f"kkiai-runs: error: {path} is not a run: {why.format(sweep=home.sweep)}")
     assert not (tmp_path / "compare.html").exists()
+
+
+def test_a_page_that_cannot_be_written_is_said_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "index.html").mkdir()  # in the way of the page
+    assert main([str(tmp_path), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "[]\n"
+    assert err == f"kkiai-runs: could not write {tmp_path / 'index.html'}: Is a directory\n"
