@@ -19,6 +19,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ MAX_DEPTH = 5  # outputs/<pipeline>/<time> and multirun/<date>/<time> are 2 deep
 MAX_DIRS = 50_000
 MAX_THUMBS = 8  # final outputs kept per entry (the index shows them as thumbnails)
 MULTIRUN_FILE = "multirun.yaml"
+_NO_RUN = frozenset({"not run", "error", "planned"})  # collect_jobs' statuses of a job without run.json
 UNREADABLE = "unreadable"
 REPORT_FILE = "report.html"
 GRID_FILE = "grid.html"
@@ -157,10 +159,8 @@ def read_run(run_dir: Path) -> Entry:
         predict_time=totals.predict_time,
         cost=totals.cost,
         problem=reading.problem,
-        error=next(
-            (f"{sid}: {s.error}" for sid, s in run.steps.items() if s.error and s.status != "skipped"), None
-        ),
-        outputs=tuple(final_outputs(run))[:MAX_THUMBS],
+        error=_first_error(run),
+        outputs=tuple(islice(final_outputs(run), MAX_THUMBS)),
         page=_if_file(page),
     )
 
@@ -174,24 +174,45 @@ def read_sweep(sweep_dir: Path) -> Entry:
         return Entry("sweep", sweep_dir, "", UNREADABLE, problem=why, page=_if_file(sweep_dir / GRID_FILE))
     status, problem = _sweep_status(sweep_dir, [str(job["status"]) for job in jobs])
     totals = sweep_totals(jobs)  # as sweep.json sums its jobs' RunRecord.totals()
-    runs = [read_record(sweep_dir / str(job["run_dir"])).record for job in jobs]
-    records = [run for run in runs if run is not None]
-    firsts = [next(iter(final_outputs(run)), None) for run in records]
+    ran = any(job["status"] not in _NO_RUN for job in jobs)
+    pipeline, thumbs = _sweep_look(sweep_dir, jobs)
     starts = [str(job["started_at"]) for job in jobs if job["started_at"]]
     return Entry(
         "sweep",
         sweep_dir,
-        next((run.pipeline for run in records if run.pipeline), ""),
+        pipeline,
         status,
         started_at=min(starts) if starts else None,
-        created=totals["created"] if records else None,
-        reused=totals["reused"] if records else None,
-        predict_time=totals["predict_time"] if records else None,
+        created=totals["created"] if ran else None,
+        reused=totals["reused"] if ran else None,
+        predict_time=totals["predict_time"] if ran else None,
         cost=totals["cost"],
         jobs=len(jobs),
         problem=problem,
-        outputs=tuple(f for f in firsts if f is not None)[:MAX_THUMBS],
+        outputs=thumbs,
         page=_if_file(sweep_dir / GRID_FILE),
+    )
+
+
+def _sweep_look(sweep_dir: Path, jobs: list[dict[str, Any]]) -> tuple[str, tuple[Path, ...]]:
+    """The sweep's pipeline and the first final output of its first jobs (reading no more than needed)."""
+    pipeline, thumbs = "", list[Path]()
+    for job in jobs:
+        if len(thumbs) >= MAX_THUMBS:
+            break
+        if job["status"] in _NO_RUN:
+            continue
+        run = read_record(sweep_dir / str(job["run_dir"])).record
+        if run is not None:
+            pipeline = pipeline or run.pipeline
+            thumbs.extend(islice(final_outputs(run), 1))
+    return pipeline, tuple(thumbs)
+
+
+def _first_error(run: RunRecord) -> str | None:
+    """``step: error`` of the first step that failed (a skipped step only names its dependency)."""
+    return next(
+        (f"{sid}: {s.error}" for sid, s in run.steps.items() if s.error and s.status != "skipped"), None
     )
 
 
