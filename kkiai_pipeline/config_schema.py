@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-Kind = Literal["flag", "whole", "number", "text", "choice", "text_map", "whole_map"]
+Kind = Literal["flag", "whole", "number", "text", "choice", "text_map", "whole_map", "text_list"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ class Setting:
             text = "a string"
         elif self.kind == "text_map":
             text = "a mapping of names to strings"
+        elif self.kind == "text_list":
+            text = "a list of strings"
         elif self.kind == "whole_map":
             text = "a mapping of names to whole numbers" + self._range()
         else:
@@ -90,6 +92,8 @@ class Setting:
             return isinstance(value, str)
         if self.kind in ("text_map", "whole_map"):
             return self._accepts_map(key, value)
+        if self.kind == "text_list":
+            return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
         return self._accepts_number(value)
 
     def _accepts_number(self, value: object) -> bool:
@@ -259,6 +263,8 @@ API = Group(
         "token_env": text(),
         "allow_insecure_http": flag(),  # a plain-http base_url on another machine (token sent in clear)
         **_CLIENT,
+        # who shares the rate limits: this process, machine or Ray cluster (api/ratescope.py)
+        "rate_scope": choice("auto", "process", "machine", "cluster"),
         "sandbox": SANDBOX,
     }
 )
@@ -315,6 +321,9 @@ PRIMARY = Group(
         "max_download_bytes": whole(low=1),
         "repay_expired": flag(),
         "grid_step": text(nullable=True),
+        # the budget (budget.py): predictions a run or sweep may create before it is refused
+        "max_predictions": whole(low=0),
+        "grid_steps": Setting("text_list", nullable=True),  # several steps per grid cell: grid_steps()
         # Accounting: estimated cost per model (kkiai_pipeline.pricing checks the entries further).
         "prices": PRICES,
     }
@@ -454,3 +463,16 @@ def _show(value: object) -> str:
     if isinstance(value, list | tuple):
         return "a list"
     return repr(value)
+
+
+def grid_steps(config: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The steps a sweep's grid shows in each cell, from ``grid_steps`` or ``grid_step`` (short for a
+    list of one); None: each job's last step. Raises ConfigError when both are set and disagree."""
+    many, one = config.get("grid_steps"), config.get("grid_step")
+    listed = tuple(str(s) for s in many) if many else None
+    if listed is not None and one and listed != (str(one),):
+        raise ConfigError(
+            f"grid_step={one} and grid_steps=[{','.join(listed)}] are both set: keep one "
+            "(grid_step=X is short for grid_steps=[X])"
+        )
+    return listed or ((str(one),) if one else None)

@@ -211,6 +211,8 @@ def _checked_step(
         scope = {**context, "item": item, "index": index}
         _check_rendered(model, values, scope, problem, prefix=f"item {index}: ", reported=reported)
     each = [standins.stand_in(sid, model, values, index=i) for i in range(len(items))]
+    if any(output is None for output in each):  # an output of unknown shape: left to run time
+        return None
     return standins.fanned_out(sid, each, bounded=bounded)
 
 

@@ -44,6 +44,12 @@ class Price:
     per_second: float = 0.0
     expected_seconds: float | None = None  # a dry run's guess of predict_time, for a per-second price
 
+    def __post_init__(self) -> None:  # floats, whatever was passed: run.json reads them back as such
+        for name in ("per_prediction", "per_second", "expected_seconds"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, float(value))
+
     def cost(self, predict_time: float | None) -> float | None:
         """The cost of one paid prediction that ran ``predict_time`` seconds; None when the price is
         per second and the time is unknown."""

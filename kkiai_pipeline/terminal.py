@@ -6,6 +6,7 @@ import string
 import sys
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
@@ -13,6 +14,7 @@ from tqdm import tqdm
 
 from . import pipeline_yaml
 from .rundir import RunRecord, StepRecord
+from .sweep_accounting import totals_line
 
 FAILED = frozenset({"failed", "canceled", "aborted", "unresolved"})
 
@@ -55,7 +57,8 @@ class ProgressBar:
 
 
 def summary(record: RunRecord) -> str:
-    """A table of the steps (status, time, how each result was obtained, outputs), then where the run is."""
+    """A table of the steps (status, time, how each result was obtained, outputs), what the run paid
+    for, then where the run is."""
     rows = [("step", "status", "time", "result", "outputs")]
     for sid, step in record.steps.items():
         outputs = ", ".join(a.path for a in step.outputs) or (step.error or "")
@@ -68,6 +71,7 @@ def summary(record: RunRecord) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
         for row in rows
     ]
+    lines.append(totals_line(asdict(record.totals())))
     lines.append(f"run {record.status}: {record.run_dir}")
     report = record.run_dir / "report.html"
     if report.exists():

@@ -6,13 +6,18 @@ ledger is moved by hand to make the purchaser re-attach to, or recover, a predic
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from kkiai_pipeline import secrets
+from kkiai_pipeline.api.prediction import Prediction
+from kkiai_pipeline.errors import ApiError
 from kkiai_pipeline.prediction_logs import MAX_LOG_CHARS, TRUNCATED, kept_logs
 from kkiai_pipeline.rundir import RunRecord, StepRecord, Totals, load_record
 
-from .memory_backend import Behaviour
+from .memory_backend import Behaviour, MemoryBackend
 from .test_execution import Bench, bench, shot, steps
 
 TOKEN = "r8_accounting_secret_token_0123456789"
@@ -105,5 +110,49 @@ def test_a_reused_result_shows_the_original_predict_time_but_is_not_paid(tmp_pat
         step = resumed.steps["shot"]
         assert step.obtained == "reused"
         assert logs_of(resumed, step) == "made once\n"  # the logs this run directory kept when it paid
+
+    bench(tmp_path, scenario)
+
+
+class SyncAnswers(MemoryBackend):
+    """Answers a create as the API's ``Prefer: wait`` does when it finished in time: ``processing``,
+    the whole output, no metrics; ``wait`` polls nothing finished (as the API client); ``get`` fails
+    while ``broken``."""
+
+    broken = False
+
+    async def create(self, version: str, input: Mapping[str, Any], **kw: Any) -> Prediction:
+        made = await super().create(version, input, **kw)
+        return dataclasses.replace(made, status="processing", metrics={}, completed_at=None, logs="partial")
+
+    async def wait(self, prediction: Prediction, **kw: Any) -> Prediction:
+        if prediction.terminal:  # as the API client: a finished prediction is not polled
+            return prediction
+        return await super().wait(prediction, **kw)
+
+    async def get(self, prediction_id: str) -> Prediction:
+        if self.broken:
+            self.gets.append(prediction_id)
+            raise ApiError("the API answered 503 to GET", status_code=503)
+        return await super().get(prediction_id)
+
+
+def test_an_answer_without_metrics_is_completed_by_one_get(tmp_path: Path) -> None:
+    async def scenario(b: Bench) -> None:
+        b.backend = SyncAnswers()
+        b.backend.when(Behaviour(logs="the whole log\n"), times=-1)
+        record = await b.run(steps(shot=shot()))
+        step = record.steps["shot"]
+        assert (step.obtained, step.metrics, b.backend.gets) == ("created", {"predict_time": 0.01}, ["p1"])
+        assert logs_of(record, step) == "the whole log\n"
+        reused = await b.run(steps(shot=shot()), run="again")  # the ledger kept the final metrics
+        assert reused.steps["shot"].metrics == {"predict_time": 0.01} and b.backend.gets == ["p1"]
+        assert isinstance(b.backend, SyncAnswers)
+        b.backend.broken = True  # the GET fails: the step still succeeds, without a predict_time
+        other = await b.run(steps(shot=shot("a vase")), run="broken")
+        step = other.steps["shot"]
+        assert (step.status, step.metrics, b.backend.gets) == ("succeeded", {}, ["p1", "p2"])
+        assert logs_of(other, step) == "partial"
+        assert b.backend.made == 2
 
     bench(tmp_path, scenario)

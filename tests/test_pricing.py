@@ -133,15 +133,17 @@ def test_the_dry_run_estimates_what_it_would_pay_for(tmp_path: Any) -> None:
         prices={"stability-ai/sdxl": Price(per_second=0.001, expected_seconds=5), "cjwbw/rembg": Price(0.25)},
     )
     text = dry_run(pipeline, settings)
+    # "cut" and the foreach's one item (num_outputs 1) are the same rembg prediction: counted once.
+    assert "would create up to 2 predictions, 0 reused" in text
     assert (
-        "Estimated cost: 0.2550 for 1 stability-ai/sdxl + 1 cjwbw/rembg, plus the items of 1 foreach step, "
-        "from the prices in the config." in text.splitlines()
+        "Estimated cost: 0.2550 for 1 stability-ai/sdxl + 1 cjwbw/rembg, at most: foreach items counted "
+        "from num_outputs, from the prices in the config." in text.splitlines()
     )
     plan = json.loads((tmp_path / "run" / "plan.json").read_text(encoding="utf-8"))
     assert plan["estimated_cost"] == 0.255
     unpriced_settings = dataclasses.replace(settings, prices={"cjwbw/rembg": Price(0.25)})
     assert (
-        "Estimated cost: unknown, plus the items of 1 foreach step: no usable price for stability-ai/sdxl"
+        "Estimated cost: unknown, at most: foreach items counted from num_outputs: no usable price for stability-ai/sdxl"
         in (dry_run(pipeline, unpriced_settings))
     )
     assert "Estimated cost" not in dry_run(pipeline, dataclasses.replace(settings, prices={}))

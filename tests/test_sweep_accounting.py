@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
+import pytest
+
+import kkiai_pipeline
+from kkiai_pipeline.config_schema import check_config, grid_steps
+from kkiai_pipeline.errors import ConfigError
 from kkiai_pipeline.multirun import SUMMARY_FILE, SWEEP_FILE, collect_jobs, sweep_table, write_sweep_files
 from kkiai_pipeline.pricing import Price
 from kkiai_pipeline.rundir import read_record, write_json_atomic
@@ -96,3 +102,49 @@ def test_a_dry_run_sweep_carries_each_job_s_estimate(tmp_path: Path) -> None:
     write_json_atomic(root / "1" / "plan.json", {"predictions": 2, "estimated_cost": None})  # unpriced
     write_sweep_files(root, collect_jobs(root), interrupted=False)
     assert json.loads((root / SWEEP_FILE).read_text(encoding="utf-8"))["totals"]["estimated_cost"] is None
+
+
+def test_a_real_sweep_pays_a_shared_step_once_and_its_grid_shows_two_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    prices = "prices={stability-ai/sdxl:{per_prediction:1},sujaykhandekar/object-removal:{per_prediction:0.1},cjwbw/rembg:{per_second:0.5}}"
+    result = kkiai_pipeline.sweep(
+        "product_shots",
+        overrides=[
+            "api=sandbox",
+            f"cache_dir={tmp_path / 'cache'}",
+            "pipeline.steps.cleanup.input.objects_to_remove=person,dog",
+            "grid_steps=[generate,cutout]",
+            prices,
+        ],
+    )
+    assert result.ok
+    written = json.loads((result.sweep_dir / SWEEP_FILE).read_text(encoding="utf-8"))
+    totals = written["totals"]
+    assert (totals["created"], totals["reused"]) == (5, 1)  # generate is paid by one job, shared by the other
+    records = [read_record(job.result.run_dir).record for job in result.jobs]
+    cutout_time = sum(r.steps["cutout"].metrics["predict_time"] for r in records if r is not None)
+    assert cutout_time > 0
+    assert totals["cost"] == pytest.approx(1 + 2 * 0.1 + 0.5 * cutout_time, abs=1e-5)
+    assert sum(job["cost"] for job in written["jobs"]) == pytest.approx(totals["cost"])
+    page = (result.sweep_dir / "grid.html").read_text(encoding="utf-8")
+    assert page.count('<div class="cellrow">') == 2 and "steps: generate, cutout" in page
+    assert re.findall(r'<img class="thumb" src="(\d)/steps/(\w+)/', page) == [
+        ("0", "generate"),
+        ("0", "cutout"),
+        ("1", "generate"),
+        ("1", "cutout"),
+    ]
+    assert page.count('class="lightbox"') == 4
+
+
+def test_grid_step_is_short_for_a_grid_steps_of_one() -> None:
+    assert grid_steps({}) is None and grid_steps({"grid_step": None, "grid_steps": None}) is None
+    assert grid_steps({"grid_step": "cutout"}) == ("cutout",)
+    assert grid_steps({"grid_steps": ["generate", "cutout"]}) == ("generate", "cutout")
+    assert grid_steps({"grid_step": "cutout", "grid_steps": ["cutout"]}) == ("cutout",)
+    with pytest.raises(ConfigError, match=r"^grid_step=cutout and grid_steps=\[generate\] are both set"):
+        grid_steps({"grid_step": "cutout", "grid_steps": ["generate"]})
+    with pytest.raises(ConfigError, match=r"^grid_steps must be a list of strings or null, not 'cutout'$"):
+        check_config({"grid_steps": "cutout"})

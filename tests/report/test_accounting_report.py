@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from PIL import Image
+
 from kkiai_pipeline.artifacts import Artifact
 from kkiai_pipeline.pricing import Price
-from kkiai_pipeline.report import write_run_report
+from kkiai_pipeline.report import write_run_report, write_sweep_grid
 from kkiai_pipeline.report.items import MAX_ITEMS_SHOWN
 from kkiai_pipeline.rundir import RunRecord, StepRecord, read_record
 
-from .factories import StepSpec, make_run, picture
+from .factories import StepSpec, make_run, make_sweep, picture
 
 EVIL = "<script>alert('x')</script>"
 
@@ -84,3 +86,20 @@ def test_a_run_without_prices_or_logs_says_nothing_about_cost(tmp_path: Path) ->
     page = write_run_report(tmp_path / "run").read_text(encoding="utf-8")
     assert "estimated cost" not in page and "<details" not in page
     assert "1 paid for, 0 reused" in page
+
+
+def test_the_grid_shows_one_or_several_steps_per_cell_in_both_files(tmp_path: Path) -> None:
+    root = make_sweep(tmp_path / "sweep", ["seed=1,2"], [{"seed": "1"}, {"seed": "2"}], failing={1: "failed"})
+    html_path, png_path = write_sweep_grid(root, step="generate")  # grid_step=generate, as before
+    one = html_path.read_text(encoding="utf-8")
+    with Image.open(png_path) as picture:
+        narrow = picture.size
+    write_sweep_grid(root, step=["generate", "upscale"])
+    two = html_path.read_text(encoding="utf-8")
+    with Image.open(png_path) as picture:
+        wide = picture.size
+    assert one.count('<div class="cellrow">') == 0 and one.count('class="lightbox"') == 1
+    assert two.count('<div class="cellrow">') == 2 and two.count('class="lightbox"') == 2  # job 1 failed
+    assert '<figcaption class="mono">upscale</figcaption>' in two and "steps: generate, upscale" in two
+    assert "upscale: " not in one and two.count('<td class="bad" ') == 1
+    assert wide[1] == narrow[1] and wide[0] > narrow[0] + 2 * 48  # a second picture per column
