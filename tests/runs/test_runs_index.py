@@ -33,6 +33,7 @@ def test_every_run_and_sweep_is_one_entry_with_its_counts(home: Home) -> None:
     assert (a.kind, a.pipeline, a.status, a.created, a.reused) == ("run", "product_shots", "succeeded", 3, 0)
     assert (c.status, c.created, c.reused) == ("succeeded", 0, 3)  # the same run again: nothing paid
     assert (b.created, b.reused, b.cost, a.cost) == (3, 0, 0.035, None)
+    assert a.predict_time is not None and a.predict_time > 0 and c.predict_time == 0  # reused: not paid
     failed = listed[home.failed]
     assert (failed.status, failed.error) == (
         "failed",
