@@ -392,6 +392,15 @@ def test_totals_estimate_the_cost_of_what_was_paid_from_the_run_s_prices(tmp_pat
     record.prices["o/flat"] = Price(per_prediction=0.5)
     steps["a"].metrics = {"predict_time": float("nan")}  # per second without a usable time
     assert record.totals() == Totals(created=3, reused=2, predict_time=0.0, cost=None)
+    steps["a"].metrics = {"predict_time": 10.0}
+    # two failed attempts before a success: three predictions paid for; flat prices still add up, a
+    # per-second one without the failed ones' time cannot
+    fanned.items[0].attempts = [{"prediction_id": "p1", "status": "failed", "error": "E"}] * 2
+    assert record.totals() == Totals(created=5, reused=2, predict_time=10.0, cost=2.1)
+    steps["a"].attempts = [{"prediction_id": "p0", "status": "canceled", "error": "timed out"}]
+    assert record.totals() == Totals(created=6, reused=2, predict_time=10.0, cost=None)
+    steps["a"].attempts = [{"prediction_id": None, "status": "failed", "error": "refused"}]  # never created
+    assert record.totals().created == 5
 
 
 def test_prices_and_totals_are_written_and_read_back(schema: dict[str, Any], tmp_path: Path) -> None:
