@@ -32,6 +32,7 @@ from typing import Any
 from .artifacts import verify
 from .ledger import COLLECTABLE, LEDGER_FILE, Ledger, Row
 from .settings import default_cache_dir
+from .terminal import columns, write_stdout
 
 #: Files no entry names are kept this long (seconds): a running process may be about to record them.
 GRACE_SECONDS = 3600.0
@@ -105,9 +106,7 @@ def list_entries(ledger: Ledger, args: argparse.Namespace) -> int:
         )
         for r in rows
     ]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    for line in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    write_stdout(columns(table))
     print(f"{len(rows)} entries in {ledger.root}", file=sys.stderr)
     return 0
 

@@ -35,6 +35,7 @@ from .paths import shipped_dir
 from .schemacache import fetch_model
 from .secrets import register
 from .settings import SANDBOX_TOKEN, ApiSettings, CogSettings, Settings, check_secure, default_cache_dir
+from .terminal import columns, write_stdout
 from .validation import bounds, multiple_of, required_inputs
 
 Fetch = Callable[[str], ModelSpec]
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None, *, environ: Mapping[str, str] | None = N
     except KkiaiError as exc:
         print(f"kkiai-models: {exc}", file=sys.stderr)
         return exc.exit_code
-    return _write(text)
+    return write_stdout(text)
 
 
 def render(ref: str | None, *, as_json: bool = False, fetch: Fetch | None = None) -> str:
@@ -172,7 +173,7 @@ def _list_text(rows: Sequence[dict[str, Any]]) -> str:
     body = [
         [r["model"], r["version"][:SHORT_HASH], r["output"], ", ".join(r["required"]) or "-"] for r in rows
     ]
-    return _table([header, *body])
+    return columns([header, *body])
 
 
 def _model_text(details: dict[str, Any]) -> str:
@@ -187,7 +188,7 @@ def _model_text(details: dict[str, Any]) -> str:
         [i["name"], _type(i), _yes(i["required"]), _yes(i["file"]), _default(i), _allowed(i)]
         for i in details["inputs"]
     ]
-    return "\n".join(head) + "\n" + _table([header, *body])
+    return "\n".join(head) + "\n" + columns([header, *body])
 
 
 def _type(item: dict[str, Any]) -> str:
@@ -222,27 +223,6 @@ def _allowed(item: dict[str, Any]) -> str:
 
 def _num(value: float) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns, two spaces apart; the last column is not padded."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = [
-        "  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip()
-        for row in rows
-    ]
-    return "\n".join(lines)
-
-
-def _write(text: str) -> int:
-    try:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:  # `kkiai-models | head`: stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

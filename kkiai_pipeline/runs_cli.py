@@ -24,12 +24,12 @@ from functools import partial
 from pathlib import Path
 
 from .errors import KkiaiError, UsageError
-from .models_cli import _table, _write
 from .pricing import format_cost
 from .report.compare_html import COMPARE, write_compare
 from .report.index_html import INDEX, write_index
 from .runs_compare import compare, render_text
 from .runs_index import Entry, entries, short_time
+from .terminal import columns, write_stdout
 
 DEFAULT_DIRS = (Path("outputs"), Path("multirun"))
 PROG = "kkiai-runs"
@@ -68,9 +68,9 @@ def _list(dirs: Sequence[str], *, as_json: bool, index: bool) -> int:
         write = partial(write_index, listed=listed, incomplete=incomplete)
         written = _page(write, roots[0] / INDEX, "index")
     if as_json:
-        code = _write(json.dumps([e.to_json() for e in listed], indent=2))
+        code = write_stdout(json.dumps([e.to_json() for e in listed], indent=2))
     elif listed:
-        code = _write(table(listed))
+        code = write_stdout(table(listed))
     else:
         where = " or ".join(str(r) for r in roots or DEFAULT_DIRS)
         print(f"{PROG}: no runs or sweeps under {where}", file=sys.stderr)
@@ -111,7 +111,7 @@ def table(listed: Sequence[Entry]) -> str:
                 path,
             ]
         )
-    return _table(rows)
+    return columns(rows)
 
 
 def _count(value: int | None) -> str:
@@ -128,7 +128,7 @@ def _compare(a: Path, b: Path, *, out: str | None, as_json: bool) -> int:
     text = (
         json.dumps(comparison.to_json(), indent=2, ensure_ascii=False) if as_json else render_text(comparison)
     )
-    code = _write(text)
+    code = write_stdout(text)
     written = _page(partial(write_compare, comparison=comparison), target, "side by side")
     return code or (0 if written else 1)
 
