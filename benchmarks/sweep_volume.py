@@ -122,6 +122,7 @@ def measure(
         "progress=false",
         f"cache_dir={work / f'cache-{jobs}-{path}'}",
         f"hydra.sweep.dir={sweep_dir}",
+        f"max_predictions={jobs}",  # the budget's default (1000) allows no more
     ]
     if path == "hydra":
         command.append("fast_sweep=false")

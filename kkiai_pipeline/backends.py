@@ -18,6 +18,7 @@ import httpx
 from .api.backend import PredictionBackend
 from .api.client import PredictionsClient
 from .api.cog import CogClient
+from .api.ratescope import scoped_limits
 from .settings import Settings
 
 
@@ -28,13 +29,24 @@ class BackendKind:
     open: Callable[[Settings, str, httpx.AsyncBaseTransport | None], PredictionBackend]
     identity: Callable[[Settings, str, str], str]  # (settings, base URL, version) -> service identity
     available: Callable[[Settings], bool]
+    reattach: bool = True  # a prediction left by an earlier process can be followed by id (budget.py)
 
 
 def _open_api(
     settings: Settings, base_url: str, transport: httpx.AsyncBaseTransport | None
 ) -> PredictionBackend:
-    api = settings.api
-    return PredictionsClient(base_url=base_url, token=api.token, options=api.client, transport=transport)
+    api, options = settings.api, settings.api.client
+    limits = scoped_limits(
+        base_url,
+        scope=api.rate_scope,
+        create_per_minute=options.create_rate_per_minute,
+        other_per_minute=options.other_rate_per_minute,
+        burst=options.burst,
+        state_dir=settings.cache_dir,
+    )
+    return PredictionsClient(
+        base_url=base_url, token=api.token, options=options, transport=transport, rate_limits=limits
+    )
 
 
 def _api_identity(settings: Settings, base_url: str, version: str) -> str:
@@ -56,8 +68,8 @@ def _cog_identity(settings: Settings, base_url: str, version: str) -> str:
 
 
 BACKENDS: dict[str, BackendKind] = {
-    "api": BackendKind(_open_api, _api_identity, lambda s: s.api.kind != "cog"),
-    "cog": BackendKind(_open_cog, _cog_identity, lambda s: bool(s.cog.servers)),
+    "api": BackendKind(_open_api, _api_identity, lambda s: s.api.kind != "cog", PredictionsClient.reattach),
+    "cog": BackendKind(_open_cog, _cog_identity, lambda s: bool(s.cog.servers), CogClient.reattach),
 }
 
 

@@ -1,14 +1,16 @@
 """The supported models: names, version hashes, input schemas and output kinds.
 
 The facts come from ``data/models.json`` (a copy of the project's ``model_schemas.json``), read once.
-A model is named by ``owner/name``, ``owner/name:<hash>`` or the bare 64-hex hash.
+A model is named by ``owner/name``, ``owner/name:<hash>`` or the bare 64-hex hash. Models outside the
+catalog, whose schemas were fetched (:mod:`.modelschema`), join a copy of it (:meth:`Catalog.with_fetched`)
+under their full ``owner/name:<version>``.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -16,8 +18,10 @@ from typing import Any, Literal
 
 from .errors import UnknownModelError
 
-InputType = Literal["string", "integer", "number", "boolean"]
-OutputKind = Literal["list", "single"]
+#: ``array``: a list of ``items`` values (only fetched models have such inputs).
+InputType = Literal["string", "integer", "number", "boolean", "array"]
+#: ``any``: a fetched model whose Output schema does not say (an object, or nothing): not checked.
+OutputKind = Literal["list", "single", "any"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,8 @@ class InputSpec:
     choices: tuple[Any, ...] | None = None
     allowed_items: tuple[str, ...] | None = None
     required: bool = False
-    is_file: bool = False
+    is_file: bool = False  # a file URL (for an array: each item is one)
+    items: InputType | None = None  # the type of an array's items
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class ModelSpec:
 def _input_spec(name: str, raw: Mapping[str, Any]) -> InputSpec:
     choices = raw.get("choices")
     allowed = raw.get("allowed_items")
+    items = raw.get("items") or {}
     return InputSpec(
         name=name,
         type=raw["type"],
@@ -80,19 +86,22 @@ def _input_spec(name: str, raw: Mapping[str, Any]) -> InputSpec:
         choices=tuple(choices) if choices is not None else None,
         allowed_items=tuple(allowed) if allowed is not None else None,
         required=bool(raw.get("required", False)),
-        is_file=raw.get("format") == "uri",
+        is_file=raw.get("format") == "uri" or items.get("format") == "uri",
+        items=items.get("type"),
     )
 
 
-def _model_spec(ref: str, raw: Mapping[str, Any]) -> ModelSpec:
+def model_spec(ref: str, raw: Mapping[str, Any]) -> ModelSpec:
+    """The ModelSpec of ``owner/name`` from its entry in the shape of ``data/models.json``."""
     owner, name = ref.split("/", 1)
     output = raw["output"]
+    kinds: dict[Any, OutputKind] = {"array": "list", "string": "single"}
     return ModelSpec(
         owner=owner,
         name=name,
         version=raw["version"],
         inputs={k: _input_spec(k, v) for k, v in raw["inputs"].items()},
-        output_kind="list" if output.get("type") == "array" else "single",
+        output_kind=kinds.get(output.get("type"), "any"),
         output_note=output.get("note", ""),
         confidence=raw.get("confidence", "high"),
         raw_schema=raw,
@@ -102,9 +111,21 @@ def _model_spec(ref: str, raw: Mapping[str, Any]) -> ModelSpec:
 class Catalog:
     """Looks models up by any of the names a pipeline may use."""
 
-    def __init__(self, models: Mapping[str, ModelSpec]) -> None:
+    def __init__(
+        self, models: Mapping[str, ModelSpec], *, fetched: Mapping[str, ModelSpec] | None = None
+    ) -> None:
         self._by_ref = dict(models)
         self._by_version = {m.version: m for m in models.values()}
+        self._fetched = dict(fetched or {})  # owner/name:<version> -> a model outside the catalog
+
+    def with_fetched(self, models: Iterable[ModelSpec]) -> Catalog:
+        """This catalog plus ``models`` (fetched schemas), each found by its ``owner/name:<version>``."""
+        fetched = self._fetched | {m.version_ref: m for m in models}
+        return Catalog(self._by_ref, fetched=fetched)
+
+    def curated(self, ref: str) -> bool:
+        """Whether ``ref`` names one of the curated models (owner/name, with or without a version)."""
+        return ref in self._by_version or ref.partition(":")[0] in self._by_ref
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._by_ref.values())
@@ -119,6 +140,8 @@ class Catalog:
 
     def find(self, ref: str) -> ModelSpec | None:
         """The model named by ``ref``, or None."""
+        if ref in self._fetched:
+            return self._fetched[ref]
         if ref in self._by_version:
             return self._by_version[ref]
         name, _, version = ref.partition(":")
@@ -139,7 +162,8 @@ class Catalog:
         close = difflib.get_close_matches(name, self.refs, n=1, cutoff=0.6)
         if not close:  # a model name without its owner: "sdxl"
             close = [r for r in self.refs if r.split("/", 1)[1] == name][:1]
-        raise UnknownModelError(ref, known=self.refs, suggestion=close[0] if close else None)
+        note = "a model outside them is named with its version: owner/name:<version>" if not version else ""
+        raise UnknownModelError(ref, known=self.refs, suggestion=close[0] if close else None, note=note)
 
 
 @cache
@@ -147,4 +171,4 @@ def default_catalog() -> Catalog:
     """The ten seed models shipped with the package."""
     text = resources.files("kkiai_pipeline.data").joinpath("models.json").read_text("utf-8")
     raw: dict[str, Any] = json.loads(text)
-    return Catalog({ref: _model_spec(ref, spec) for ref, spec in raw.items()})
+    return Catalog({ref: model_spec(ref, spec) for ref, spec in raw.items()})

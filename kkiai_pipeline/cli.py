@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import discovery, rerun, secrets
+from .config_schema import grid_steps
 from .dryrun import dry_run
 from .errors import ConfigError, KkiaiError, PipelineError, Problem
 from .fastsweep import fast_sweeps
@@ -197,13 +198,14 @@ def run_job(cfg: DictConfig, *, orchestrator: Orchestrator, sweep: Sweep) -> int
     deferred = runs_deferred()
     if deferred:
         sweep.sweep_dir = Path(str(hydra_cfg.sweep.dir))
-        sweep.grid_step = str(cfg.grid_step) if cfg.get("grid_step") else None
     try:
-        settings = load_settings(cfg, environ=os.environ, run_dir=run_dir)
+        settings = load_settings(cfg, environ=os.environ, run_dir=run_dir)  # checks grid_step(s) too
+        if deferred:
+            sweep.grid_step = grid_steps(cfg)
         pipeline = load_pipeline(cfg, name=str(hydra_cfg.runtime.choices.get("pipeline")))
         check_pipeline_values(cfg.get("pipeline"), token_env=settings.api.token_env)  # each job's own
         if settings.dry_run:
-            print(dry_run(pipeline, settings))
+            print(dry_run(pipeline, settings, budgets=sweep.planned if deferred else None))
             return 0
         job = prepare(pipeline, settings)
         if deferred:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-Kind = Literal["flag", "whole", "number", "text", "choice", "text_map", "whole_map"]
+Kind = Literal["flag", "whole", "number", "text", "choice", "text_map", "whole_map", "text_list"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ class Setting:
             text = "a string"
         elif self.kind == "text_map":
             text = "a mapping of names to strings"
+        elif self.kind == "text_list":
+            text = "a list of strings"
         elif self.kind == "whole_map":
             text = "a mapping of names to whole numbers" + self._range()
         else:
@@ -90,6 +92,8 @@ class Setting:
             return isinstance(value, str)
         if self.kind in ("text_map", "whole_map"):
             return self._accepts_map(key, value)
+        if self.kind == "text_list":
+            return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
         return self._accepts_number(value)
 
     def _accepts_number(self, value: object) -> bool:
@@ -115,11 +119,13 @@ class Setting:
 
 @dataclass(frozen=True)
 class Group:
-    """A node of the config: its keys, or ``free`` for a node checked elsewhere (pipeline, hydra)."""
+    """A node of the config: its keys, or ``free`` for a node checked elsewhere (pipeline, hydra), or
+    ``each``: a mapping of any names to groups of those keys (``prices.<owner/name>.per_second``)."""
 
     keys: Mapping[str, Setting | Group] = field(default_factory=dict)
     free: bool = False
     nullable: bool = False
+    each: Group | None = None
 
 
 Node = Setting | Group
@@ -257,6 +263,8 @@ API = Group(
         "token_env": text(),
         "allow_insecure_http": flag(),  # a plain-http base_url on another machine (token sent in clear)
         **_CLIENT,
+        # who shares the rate limits: this process, machine or Ray cluster (api/ratescope.py)
+        "rate_scope": choice("auto", "process", "machine", "cluster"),
         "sandbox": SANDBOX,
     }
 )
@@ -281,6 +289,18 @@ COG = Group(
     }
 )
 
+# prices.<owner/name>: what one prediction of that model costs (see kkiai_pipeline/pricing.py).
+PRICES = Group(
+    nullable=True,
+    each=Group(
+        {
+            "per_prediction": number(low=0),
+            "per_second": number(low=0),
+            "expected_seconds": Setting("number", nullable=True, above=0),
+        }
+    ),
+)
+
 PRIMARY = Group(
     {
         "api": API,
@@ -301,6 +321,11 @@ PRIMARY = Group(
         "max_download_bytes": whole(low=1),
         "repay_expired": flag(),
         "grid_step": text(nullable=True),
+        # the budget (budget.py): predictions a run or sweep may create before it is refused
+        "max_predictions": whole(low=0),
+        "grid_steps": Setting("text_list", nullable=True),  # several steps per grid cell: grid_steps()
+        # Accounting: estimated cost per model (kkiai_pipeline.pricing checks the entries further).
+        "prices": PRICES,
         # Sweeps that start fast (kkiai_pipeline/fastsweep.py, docs/sweeps.md).
         "fast_sweep": flag(),
     }
@@ -338,8 +363,19 @@ def _check_group(group: Group, data: Mapping[str, Any], *, prefix: str, token_en
             continue
         elif not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a group of settings, not {_show(value)}")
+        elif node.each is not None:
+            for name, entry in value.items():
+                _check_group(
+                    node.each, _group_of(f"{key}.{name}", entry), prefix=f"{key}.{name}.", token_env=token_env
+                )
         else:
             _check_group(node, value, prefix=f"{key}.", token_env=token_env)
+
+
+def _group_of(key: str, value: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must be a group of settings, not {_show(value)}")
+    return value
 
 
 def check_override_keys(keys: Sequence[str]) -> None:
@@ -357,7 +393,7 @@ def node_at(key: str) -> Node | None:
     node: Node = PRIMARY
     parts = key.split(".")
     for depth, part in enumerate(parts):
-        if not isinstance(node, Group) or node.free:
+        if not isinstance(node, Group) or node.free or node.each is not None:
             return None
         child = node.keys.get(part)
         if child is None:
@@ -429,3 +465,16 @@ def _show(value: object) -> str:
     if isinstance(value, list | tuple):
         return "a list"
     return repr(value)
+
+
+def grid_steps(config: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The steps a sweep's grid shows in each cell, from ``grid_steps`` or ``grid_step`` (short for a
+    list of one); None: each job's last step. Raises ConfigError when both are set and disagree."""
+    many, one = config.get("grid_steps"), config.get("grid_step")
+    listed = tuple(str(s) for s in many) if many else None
+    if listed is not None and one and listed != (str(one),):
+        raise ConfigError(
+            f"grid_step={one} and grid_steps=[{','.join(listed)}] are both set: keep one "
+            "(grid_step=X is short for grid_steps=[X])"
+        )
+    return listed or ((str(one),) if one else None)

@@ -11,32 +11,53 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .api.prediction import output_urls
 from .artifacts import describe_url
-from .backends import BACKENDS, default_backend
-from .ledger import LEDGER_FILE, Ledger, prediction_key
+from .budget import Budget, count, open_ledger
 from .orchestrator import make_plan
 from .pipeline import Pipeline
-from .planning import Plan, PlannedStep, render_input
+from .planning import Plan, PlannedStep
+from .pricing import Prices, estimate_line, estimate_total
 from .rundir import write_json_atomic
 from .settings import Settings
-from .templating import Template, TemplateProblem
-from .validation import omit_unset
+from .templating import Template
 
 
-def plan_data(plan: Plan, *, seed: int | None, cache: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The plan as JSON-ready data; ``cache`` holds each step's hit/miss verdict."""
+def plan_data(
+    plan: Plan, *, seed: int | None, budget: Budget | None = None, prices: Prices | None = None
+) -> dict[str, Any]:
+    """The plan as JSON-ready data; ``budget`` holds each step's count and hit/miss verdict; with
+    ``prices``, the estimated cost of what it would pay for."""
     source = plan.pipeline.source
-    verdicts = cache or {}
+    counted = budget or Budget()
+    verdicts = {s.step: s.verdict for s in counted.steps}
     return {
         "pipeline": plan.pipeline.name,
         "source": str(source) if source else None,
         "seed": seed,
-        "predictions": sum(
-            s.foreach is None and not verdicts.get(s.id, "").startswith("hit") for s in plan.steps
-        ),
+        "predictions": counted.to_create,
+        "reused": counted.to_reuse,
+        "upper_bound": counted.upper_bound,
+        "unknown_length": list(counted.unknown),
         "foreach_steps": sum(s.foreach is not None for s in plan.steps),
+        **_cost(counted, prices),
         "steps": [_step_data(step, verdicts.get(step.id)) for step in plan.steps],
+    }
+
+
+def _cost(budget: Budget, prices: Prices | None) -> dict[str, Any]:
+    """``estimated_cost`` and the sentence saying it (with a price table only)."""
+    if not prices:
+        return {}
+    counts = budget.by_model()
+    if budget.unknown:
+        more = "or more: a foreach list's length is known only when it runs"
+    elif budget.upper_bound:
+        more = "at most: foreach items counted from num_outputs"
+    else:
+        more = ""
+    return {
+        "estimated_cost": estimate_total(prices, counts),
+        "estimated_cost_text": estimate_line(prices, counts, more=more),
     }
 
 
@@ -54,66 +75,36 @@ def _step_data(step: PlannedStep, cache: str | None) -> dict[str, Any]:
     }
 
 
-def dry_run(pipeline: Pipeline, settings: Settings) -> str:
-    """Plan ``pipeline``, say per step whether it would be reused or paid, write plan.json and plan.mmd."""
+def dry_run(pipeline: Pipeline, settings: Settings, *, budgets: list[Budget] | None = None) -> str:
+    """Plan ``pipeline``, count what it would create and reuse, write plan.json and plan.mmd.
+
+    The budget is appended to ``budgets`` when given (a sweep sums its jobs' budgets).
+    """
     the_plan = make_plan(pipeline, settings)
-    verdicts = ledger_verdicts(the_plan, settings)
-    write_plan(the_plan, settings.run_dir, seed=settings.seed, cache=verdicts)
-    return plan_text(the_plan, seed=settings.seed, cache=verdicts)
+    counted = count_plan(the_plan, settings)
+    if budgets is not None:
+        budgets.append(counted)
+    prices = settings.prices
+    write_plan(the_plan, settings.run_dir, seed=settings.seed, budget=counted, prices=prices)
+    return plan_text(the_plan, seed=settings.seed, budget=counted, prices=prices)
+
+
+def count_plan(plan: Plan, settings: Settings) -> Budget:
+    """The plan's budget against the ledger, if there is one (the dry run never creates it)."""
+    ledger = open_ledger(settings)
+    try:
+        return count(plan, settings, ledger=ledger)
+    finally:
+        if ledger is not None:
+            ledger.close()
 
 
 def ledger_verdicts(plan: Plan, settings: Settings) -> dict[str, str]:
     """Per step: will the ledger answer it ("hit: ...") or will it be paid ("miss: why")?
 
-    The keys are computed exactly as execution computes them; steps downstream of hits are rendered
-    with the stored outputs, as the run would. The dry run only reads: it never creates the ledger.
+    The keys are computed exactly as execution computes them (see :mod:`.budget`).
     """
-    root = settings.cache_dir
-    ledger = Ledger(root) if root is not None and (root / LEDGER_FILE).exists() else None
-    verdicts: dict[str, str] = {}
-    outputs: dict[str, Any] = {}
-    known: dict[str, str] = {}
-    try:
-        for step in plan.steps:
-            verdicts[step.id] = _verdict(plan, step, settings, ledger, outputs, known)
-    finally:
-        if ledger is not None:
-            ledger.close()
-    return verdicts
-
-
-def _verdict(
-    plan: Plan,
-    step: PlannedStep,
-    settings: Settings,
-    ledger: Ledger | None,
-    outputs: dict[str, Any],
-    known: dict[str, str],
-) -> str:
-    if not settings.cache:
-        return "miss: the cache is off (cache=false)"
-    if not step.step.cache:
-        return "miss: this step has cache: false"
-    if step.foreach is not None:
-        return "per item: each item of foreach is looked up when the items are known"
-    waiting = sorted(d for d in step.depends_on if d not in outputs)
-    if waiting:
-        return f"miss: it reads {', '.join(waiting)}, which will run first"
-    context = {"params": plan.pipeline.params, "steps": {d: {"output": outputs[d]} for d in step.depends_on}}
-    try:
-        rendered = omit_unset(render_input(step, context))
-    except TemplateProblem as exc:
-        return f"miss: {exc}"
-    backend = step.step.backend or default_backend(settings)
-    base_url = settings.api.base_url or ""
-    identity = BACKENDS[backend].identity(settings, base_url, step.model.version_ref)
-    key = prediction_key(identity=identity, version=step.model.version_ref, input=rendered, known=known)
-    entry = ledger.get_now(key.digest) if ledger is not None else None
-    if entry is None or not ledger or not ledger.intact(entry):
-        return f"miss: nothing stored for this input (key {key.digest[:12]})"
-    outputs[step.id] = entry.output
-    known.update(zip(output_urls(entry.output), (f.sha256 for f in entry.files), strict=False))
-    return f"hit: prediction {entry.prediction_id} of {entry.completed_at} (key {key.digest[:12]})"
+    return {s.step: s.verdict for s in count_plan(plan, settings).steps}
 
 
 def _shown(value: Any) -> Any:
@@ -128,17 +119,18 @@ def _shown(value: Any) -> Any:
     return value
 
 
-def plan_text(plan: Plan, *, seed: int | None, cache: Mapping[str, str] | None = None) -> str:
+def plan_text(
+    plan: Plan, *, seed: int | None, budget: Budget | None = None, prices: Prices | None = None
+) -> str:
     """A readable listing: steps in order with level, model@version, cache verdict and inputs."""
-    data = plan_data(plan, seed=seed, cache=cache)
-    count = data["predictions"]
-    per_item = (
-        f", plus one per item of {data['foreach_steps']} foreach steps" if data["foreach_steps"] else ""
-    )
+    counted = budget or Budget()
+    data = plan_data(plan, seed=seed, budget=counted, prices=prices)
     lines = [
         f"Plan for pipeline '{data['pipeline']}' ({data['source'] or 'no file'}): "
-        f"{len(plan.steps)} steps, {count} prediction{'s' if count != 1 else ''}{per_item} would be created."
+        f"{len(plan.steps)} steps: {counted.summary()}."
     ]
+    if "estimated_cost_text" in data:
+        lines.append(data["estimated_cost_text"] + ".")
     if seed is not None:
         lines.append(f"Seed {seed}: steps without their own seed get one derived from it.")
     for step in data["steps"]:
@@ -155,6 +147,8 @@ def plan_text(plan: Plan, *, seed: int | None, cache: Mapping[str, str] | None =
             marker = "  (template, rendered at run time)" if name in step["templated"] else ""
             lines.append(f"    {name}: {json.dumps(value, ensure_ascii=False)}{marker}")
     lines.append("")
+    if counted.over_limit:
+        lines.append(f"Over the budget: {counted.refusal()}.")
     lines.append("Dry run: nothing was sent to the API.")
     return "\n".join(lines)
 
@@ -172,8 +166,13 @@ def plan_mermaid(plan: Plan) -> str:
 
 
 def write_plan(
-    plan: Plan, run_dir: Path, *, seed: int | None, cache: Mapping[str, str] | None = None
+    plan: Plan,
+    run_dir: Path,
+    *,
+    seed: int | None,
+    budget: Budget | None = None,
+    prices: Prices | None = None,
 ) -> None:
     """``plan.json`` and ``plan.mmd`` in ``run_dir``."""
-    write_json_atomic(run_dir / "plan.json", plan_data(plan, seed=seed, cache=cache))
+    write_json_atomic(run_dir / "plan.json", plan_data(plan, seed=seed, budget=budget, prices=prices))
     (run_dir / "plan.mmd").write_text(plan_mermaid(plan), encoding="utf-8")

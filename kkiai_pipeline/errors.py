@@ -8,7 +8,8 @@
     │   ├── PipelineError            one or more problems in a pipeline file (collected)
     │   ├── StepInputError           a step's rendered input is invalid (checked before its create)
     │   ├── UnknownModelError        a model reference the catalog does not know
-    │   └── RunDirInUse              another live run holds the run (or sweep) directory's lock
+    │   ├── RunDirInUse              another live run holds the run (or sweep) directory's lock
+    │   └── BudgetExceeded           a run or sweep would create more than ``max_predictions``
     ├── ApiError                     the API answered with an error (problem+json)
     │   └── ValidationFailed         422 with ``invalid_fields``
     ├── TransportError               the API could not be reached (connection, timeout)
@@ -104,12 +105,24 @@ class StepInputError(UsageError):
 class UnknownModelError(UsageError):
     """A model reference that matches none of the supported models."""
 
-    def __init__(self, ref: str, *, known: Sequence[str], suggestion: str | None = None) -> None:
+    def __init__(
+        self, ref: str, *, known: Sequence[str], suggestion: str | None = None, note: str = ""
+    ) -> None:
         self.ref = ref
         self.known = tuple(known)
         self.suggestion = suggestion
         hint = f" Did you mean '{suggestion}'?" if suggestion else ""
-        super().__init__(f"unknown model '{ref}'.{hint} Known models: {', '.join(self.known)}")
+        after = f" ({note})" if note else ""
+        super().__init__(f"unknown model '{ref}'.{hint} Known models: {', '.join(self.known)}{after}")
+
+
+class BudgetExceeded(UsageError):
+    """A run or sweep would create more predictions than ``max_predictions`` allows; nothing was sent."""
+
+    def __init__(self, message: str, *, count: int, limit: int) -> None:
+        self.count = count
+        self.limit = limit
+        super().__init__(message)
 
 
 class RunDirInUse(UsageError):
@@ -195,11 +208,14 @@ class DeadlineExceeded(KkiaiError):
 
 
 class PredictionFailed(KkiaiError):
-    """A prediction reached a terminal state other than ``succeeded``."""
+    """A prediction reached a terminal state other than ``succeeded``; ``logs`` are its logs, if any."""
 
-    def __init__(self, message: str, *, prediction_id: str | None, status: str) -> None:
+    def __init__(
+        self, message: str, *, prediction_id: str | None, status: str, logs: str | None = None
+    ) -> None:
         self.prediction_id = prediction_id
         self.status = status
+        self.logs = logs
         super().__init__(message)
 
 

@@ -28,6 +28,7 @@ from .errors import KkiaiError, PredictionFailed, StepInputError, UnresolvedCrea
 from .ledger import Entry, PredictionKey, prediction_key
 from .outputs import kept_output, known_files, reusable_output
 from .planning import Plan, PlannedStep, render_input
+from .prediction_logs import logs_by_key, save_logs
 from .purchase import Order, Purchaser, Receipt
 from .rundir import RunRecord, StepRecord, StepStatus
 from .templating import Template, TemplateProblem
@@ -81,6 +82,7 @@ class Executor:
         self._outputs: dict[str, dict[str, Any]] = {}  # what templates see as steps: {id: {"output": ...}}
         self._known: dict[str, str] = {}  # output URL -> sha256, for content-based keys
         self._steps = {step.id: step for step in plan.steps}
+        self._earlier_logs = logs_by_key(context.previous)  # key -> logs file, for results now reused
         self._dependents: dict[str, list[str]] = {step.id: [] for step in plan.steps}  # direct ones
         for step in plan.steps:
             for dependency in step.depends_on:
@@ -235,8 +237,6 @@ class Executor:
             output_kind=step.model.output_kind,
             label=label,
         )
-        if self.progress:
-            self.progress.started(label)
         try:
             receipt = await self._obtain(order, rec, step.step.retries)
             handed_on = self._record(rec, receipt, folder)
@@ -246,6 +246,8 @@ class Executor:
             rec.end(*_interrupted(entry))
             raise
         except KkiaiError as exc:
+            if isinstance(exc, PredictionFailed):
+                rec.logs = save_logs(folder, exc.logs, run_dir=self.record.run_dir)
             if rec.status == "running":  # ended here, so that progress hears how, not "running"
                 rec.end(_status_of(exc), str(exc))
             raise
@@ -260,6 +262,8 @@ class Executor:
         while True:
             try:
                 async with self._slots:
+                    if self.progress:  # running once it has a slot, not while it waits for one
+                        self.progress.started(order.label)
                     receipt = await self.context.purchaser.obtain(order)
             except PredictionFailed as exc:
                 rec.prediction_id = exc.prediction_id
@@ -289,6 +293,9 @@ class Executor:
         rec.prediction_id, rec.obtained = prediction.id, receipt.how
         rec.created_at, rec.started_at = prediction.created_at, prediction.started_at
         rec.completed_at, rec.metrics = prediction.completed_at, dict(prediction.metrics)
+        rec.logs = save_logs(folder, prediction.logs, run_dir=self.record.run_dir)
+        if rec.logs is None and rec.key:  # reused: the ledger keeps no logs, an earlier attempt may
+            rec.logs = self._earlier_logs.get(rec.key)
         rec.succeed(outputs=outputs, output=kept_output(prediction.output))
         log.info(
             "%s: %s, prediction %s, %d files",

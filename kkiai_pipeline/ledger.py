@@ -24,9 +24,9 @@ import asyncio
 import hashlib
 import json
 import os
-import shutil
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from .artifacts import verify
+from .errors import DownloadError
 from .outputs import content_keys
+from .rundir import _fsync_dir
 
 EntryState = Literal[
     "intended", "sending", "created", "succeeded", "stored", "expired", "failed", "unresolved"
@@ -69,7 +71,12 @@ CREATE TABLE IF NOT EXISTS entries (
     updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, beat REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS uses (key TEXT PRIMARY KEY, at REAL NOT NULL);
 """
+#: States ``kkiai-cache gc`` may remove: nothing in them can be carried on without paying or waiting.
+#: (``sending``, ``unresolved``, ``created`` and ``succeeded`` name predictions that may exist and be
+#: billed: forgetting them could mean paying again, so gc keeps them.)
+COLLECTABLE: frozenset[str] = frozenset({"stored", "expired", "failed", "intended"})
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,17 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Row:
+    """An entry as ``kkiai-cache`` lists it: with its model and when it was last changed or reused."""
+
+    entry: Entry
+    version: str  # owner/name:<hash>
+    identity: str
+    updated: float  # epoch seconds of its last change
+    used: float  # epoch seconds of its last change or reuse, whichever is later
+
+
+@dataclass(frozen=True)
 class Claim:
     """The entry for a key as a claim found it; ``mine``: this process now owns it."""
 
@@ -184,6 +202,9 @@ class Ledger:
         self.blobs = root / "blobs"
         root.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kkiai-ledger")
+        self._lock = threading.Lock()  # guards the moves waiting for the next commit (see move)
+        self._pending: list[tuple[str, EntryState, dict[str, Any]]] = []
+        self._batch: asyncio.Future[None] | None = None
         self._db = self._pool.submit(self._connect).result()
 
     def _connect(self) -> sqlite3.Connection:
@@ -252,9 +273,10 @@ class Ledger:
                     (key.digest, key.identity, key.version, key.canonical, self.owner, time.time()),
                 )
                 claim = Claim(Entry(key.digest, "intended", self.owner), mine=True)
-            elif (entry.state == "stored" and self.intact(entry)) or (
-                entry.owner not in (None, self.owner) and entry.state in BUSY and self._alive(entry.owner)
-            ):
+            elif entry.state == "stored" and self.intact(entry):  # a hit: remembered for gc
+                db.execute("INSERT OR REPLACE INTO uses (key, at) VALUES (?, ?)", (key.digest, time.time()))
+                claim = Claim(entry, mine=False)
+            elif entry.owner not in (None, self.owner) and entry.state in BUSY and self._alive(entry.owner):
                 claim = Claim(entry, mine=False)
             else:
                 db.execute("UPDATE entries SET owner = ? WHERE key = ?", (self.owner, key.digest))
@@ -276,8 +298,32 @@ class Ledger:
         return row is not None and time.time() - row[0] < OWNER_TIMEOUT_SECONDS
 
     async def move(self, key: str, state: EntryState, **values: Any) -> None:
-        """Set ``key``'s state (and any of its columns), durably, before the caller goes on."""
-        await self._run(self._move, key, state, values)
+        """Set ``key``'s state (and any of its columns), durably, before the caller goes on.
+
+        Group commit: moves made while the worker thread is busy wait for the next transaction
+        together, and each returns once that transaction (and its fsync) is done. So every move is
+        on disk before its caller's side effect, and a batch of 10,000 items pays one fsync for many
+        moves instead of one each.
+        """
+        with self._lock:
+            self._pending.append((key, state, values))
+            batch = self._batch
+            if batch is None:
+                batch = self._batch = asyncio.get_running_loop().run_in_executor(self._pool, self._commit)
+        await asyncio.shield(batch)
+
+    def _commit(self) -> None:
+        """On the worker thread: the moves pending now, in the order they were made, in one transaction."""
+        with self._lock:
+            moves, self._pending, self._batch = self._pending, [], None
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for key, state, values in moves:
+                self._move(key, state, values)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _move(self, key: str, state: EntryState, values: dict[str, Any]) -> None:
         columns = {"state": state, "updated": time.time(), **_columns(values)}
@@ -306,26 +352,100 @@ class Ledger:
     # -- files ---------------------------------------------------------------------------------
 
     def adopt(self, source: Path, sha256: str) -> None:
-        """Move a downloaded file into the blob store (kept if a copy is already there)."""
+        """Move a downloaded file into the blob store (kept if an intact copy is already there).
+
+        Crash-safe: the file's bytes are on disk (fsync) before its name is, and the name (the
+        directory's fsync) before the caller records the entry ``stored``. A blob is never written in
+        place: a crash leaves the old blob or the new one, never a part.
+        """
         target = self.blob(sha256)
         if target.exists() and verify(target, sha256):
             source.unlink(missing_ok=True)
+            os.utime(target)  # in use again: gc's grace for young blobs counts from now
             return
         target.parent.mkdir(parents=True, exist_ok=True)
+        with source.open("rb") as handle:
+            os.fsync(handle.fileno())
         os.replace(source, target)
+        _fsync_dir(target.parent)
 
     def copy_out(self, sha256: str, target: Path) -> None:
-        """``target`` with a blob's bytes, written atomically.
+        """``target`` with a blob's bytes, written atomically, checked against ``sha256`` as they are
+        copied: a blob damaged since the hit was judged is removed and raises DownloadError (a rerun
+        then fetches the files again by prediction id), and nothing is written to ``target``.
 
         A copy, not a link: a user editing an output in place must not change the ledger behind it.
         """
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        digest = hashlib.sha256()
         try:
-            shutil.copyfile(self.blob(sha256), tmp)
+            with self.blob(sha256).open("rb") as source, tmp.open("wb") as out:
+                while chunk := source.read(1 << 16):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != sha256:
+                self.blob(sha256).unlink(missing_ok=True)
+                raise DownloadError(
+                    f"the cached file {sha256[:12]} is damaged (its content no longer matches its sha256); "
+                    "it was removed: run again to fetch it by prediction id",
+                    url=str(self.blob(sha256)),
+                )
             os.replace(tmp, target)
+        except FileNotFoundError as exc:
+            raise DownloadError(
+                f"the cached file {sha256[:12]} is gone from {self.blobs}: "
+                "run again to fetch it by prediction id",
+                url=str(self.blob(sha256)),
+            ) from exc
         finally:
             tmp.unlink(missing_ok=True)
+
+    # -- managing the cache (kkiai-cache) --------------------------------------------------------
+
+    def rows_now(self) -> list[Row]:
+        """Every entry with its model version and when it was last changed or reused (oldest first)."""
+        rows: list[Row] = self._pool.submit(self._rows).result()
+        return rows
+
+    def _rows(self) -> list[Row]:
+        cursor = self._db.execute(
+            "SELECT e.*, u.at AS used_at FROM entries e LEFT JOIN uses u ON u.key = e.key ORDER BY e.updated"
+        )
+        names = [d[0] for d in cursor.description]
+        rows = []
+        for values in cursor.fetchall():
+            row = dict(zip(names, values, strict=True))
+            used = max(row["updated"], row["used_at"] or 0.0)
+            rows.append(Row(_entry(row), row["version"], row["identity"], row["updated"], used))
+        return rows
+
+    def collect_now(self, *, unused_since: float, remove: bool = True) -> list[Entry]:
+        """Remove the entries in a :data:`COLLECTABLE` state not used since ``unused_since`` (epoch
+        seconds) and not owned by a live process; returns them (``remove=False``: only finds them).
+        Their blobs are the caller's to remove."""
+        removed: list[Entry] = self._pool.submit(self._collect, unused_since, remove).result()
+        return removed
+
+    def _collect(self, unused_since: float, remove: bool) -> list[Entry]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")  # no claim (which marks a hit as used) runs in between
+        try:
+            removed = [
+                row.entry
+                for row in self._rows()
+                if row.entry.state in COLLECTABLE
+                and row.used < unused_since
+                and not self._busy_elsewhere(row.entry.owner)
+            ]
+            for entry in removed if remove else ():
+                db.execute("DELETE FROM entries WHERE key = ?", (entry.key,))
+                db.execute("DELETE FROM uses WHERE key = ?", (entry.key,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return removed
 
 
 def _columns(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,11 +18,10 @@ A sweeper that needs each job's return value (Optuna, Nevergrad, Ax) is refused:
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +33,12 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from .budget import Budget, combine
+from .config_schema import grid_steps
 from .errors import KkiaiError
 from .orchestrator import CURRENT_JOB, Job, Orchestrator
 from .rundir import read_record, write_json_atomic
+from .sweep_accounting import job_totals, planned_cost, sweep_totals, totals_line, write_summary_csv
 from .terminal import ProgressBar
 
 log = logging.getLogger(__name__)
@@ -74,12 +76,18 @@ class Sweep:
     basic launcher), and where the sweep's files go."""
 
     sweep_dir: Path | None = None
-    grid_step: str | None = None
+    grid_step: tuple[str, ...] | None = None  # the steps each grid cell shows (None: the last)
     queued: list[Job] = field(default_factory=list)
+    planned: list[Budget] = field(default_factory=list)  # a dry run's jobs' budgets, summed at the end
 
     def finish(self, *, orchestrator: Orchestrator) -> int:
         """Run the queued jobs together, then write the sweep's files; returns the sweep's exit code."""
         assert self.sweep_dir is not None
+        if self.planned:  # a dry run: the whole sweep's count, shared predictions once
+            budget = combine(self.planned)
+            print(f"Sweep of {budget.jobs} jobs: {budget.summary()}.")
+            if budget.over_limit:
+                print(f"Over the budget: {budget.refusal()}.")
         interrupted = False
         if self.queued:
             with _job_logs(self.queued):
@@ -98,7 +106,9 @@ class Sweep:
         return end_sweep(self.sweep_dir, self.grid_step, interrupted=interrupted)
 
 
-def end_sweep(sweep_dir: Path, grid_step: str | None, *, interrupted: bool, echo: bool = True) -> int:
+def end_sweep(
+    sweep_dir: Path, grid_step: Sequence[str] | str | None, *, interrupted: bool, echo: bool = True
+) -> int:
     """sweep.json, summary.csv, the grid and (``echo``) the terminal table; returns the exit code."""
     jobs = collect_jobs(sweep_dir)
     code = write_sweep_files(sweep_dir, jobs, interrupted=interrupted)
@@ -140,10 +150,7 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.launcher.get("_target_") == BASIC_LAUNCHER:
             return
-        grid_step = config.get("grid_step")
-        code = end_sweep(
-            Path(str(config.hydra.sweep.dir)), str(grid_step) if grid_step else None, interrupted=False
-        )
+        code = end_sweep(Path(str(config.hydra.sweep.dir)), grid_steps(config), interrupted=False)
         if code:
             raise SystemExit(code)
 
@@ -242,9 +249,11 @@ def _job_summary(
         "outputs": [],
     }
     run = read_record(job_dir).record
+    summary.update(job_totals(run))  # created, reused, predict_time, cost
     if run is None:
         if not error and (job_dir / PLAN_FILE).is_file():  # a dry run: checked and planned, nothing sent
             summary["status"] = "planned"
+            summary.update(planned_cost(job_dir, PLAN_FILE))
         return summary
     failed = [f"{sid}: {step.error}" for sid, step in run.steps.items() if step.error]
     summary.update(
@@ -274,29 +283,15 @@ def write_sweep_files(sweep_dir: Path, jobs: list[dict[str, Any]], *, interrupte
     status = {0: "succeeded", 130: "canceled"}.get(code, "failed")
     if code == 0 and statuses == {"planned"}:
         status = "planned"
-    write_json_atomic(sweep_dir / SWEEP_FILE, {"status": status, "exit_code": code, "jobs": jobs})
-    columns = [
-        "job",
-        "overrides",
-        "status",
-        "duration_s",
-        "started_at",
-        "finished_at",
-        "run_dir",
-        "outputs",
-        "error",
-    ]
-    with (sweep_dir / SUMMARY_FILE).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for job in jobs:
-            writer.writerow(
-                {**job, "overrides": " ".join(job["overrides"]), "outputs": ";".join(job["outputs"])}
-            )
+    totals = sweep_totals(jobs)
+    write_json_atomic(
+        sweep_dir / SWEEP_FILE, {"status": status, "exit_code": code, "totals": totals, "jobs": jobs}
+    )
+    write_summary_csv(sweep_dir / SUMMARY_FILE, jobs, totals)
     return code
 
 
-def _write_grid(sweep_dir: Path, step: str | None) -> None:
+def _write_grid(sweep_dir: Path, step: Sequence[str] | str | None) -> None:
     try:
         from .report import write_sweep_grid
     except ImportError:  # the report package is optional for the sweep's own files
@@ -313,6 +308,7 @@ def sweep_table(sweep_dir: Path, jobs: list[dict[str, Any]]) -> str:
     for job in jobs:
         took = f"{job['duration_s']:.1f}s" if job["duration_s"] is not None else "-"
         lines.append(f"{job['job']:>4}  {job['status']:<10}  {took:>7}  {' '.join(job['overrides'])}")
+    lines.append(totals_line(sweep_totals(jobs)))
     lines.append(f"sweep: {sweep_dir / SWEEP_FILE}, {sweep_dir / SUMMARY_FILE}")
     grids = [sweep_dir / name for name in ("grid.html", "grid.png") if (sweep_dir / name).exists()]
     if grids:

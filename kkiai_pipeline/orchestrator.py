@@ -30,19 +30,23 @@ from typing import Any
 
 import httpx
 
+from . import budget
 from .api.backend import PredictionBackend
 from .artifacts import Downloader, download_client
 from .backends import BACKENDS, default_backend
 from .catalog import Catalog, default_catalog
 from .errors import ConfigError, PipelineError, Problem
 from .execution import Executor, JobContext, Progress
+from .inflight import ClusterClaims
 from .ledger import OWNER_BEAT_SECONDS, Ledger
 from .localfiles import LocalFiles
 from .pipeline import Pipeline
 from .planning import Plan, PlannedStep, plan
+from .pricing import prices_for
 from .purchase import PurchaseOptions, Purchaser
 from .report import write_run_report
 from .rundir import MANIFEST, RunRecord, StepRecord, load_record
+from .schemacache import together, with_fetched_models
 from .settings import Settings
 from .templating import Templates
 
@@ -69,7 +73,14 @@ def make_plan(pipeline: Pipeline, settings: Settings, *, catalog: Catalog | None
     base_dir = pipeline.source.parent if pipeline.source else Path.cwd()
     files = LocalFiles(base_dir, max_bytes=settings.max_file_bytes, allowed_dirs=settings.allowed_dirs)
     templates = Templates(functions=files.functions())
-    the_plan = plan(pipeline, catalog=catalog or default_catalog(), templates=templates, seed=settings.seed)
+    # Models outside the catalog: their schemas, fetched once (cached), before anything is planned or paid.
+    catalog, unfetched = with_fetched_models(pipeline, settings, catalog or default_catalog())
+    try:
+        the_plan = plan(pipeline, catalog=catalog, templates=templates, seed=settings.seed)
+    except PipelineError as exc:
+        raise (together(unfetched, exc, pipeline=pipeline) if unfetched else exc) from None
+    if unfetched:
+        raise together(unfetched, None, pipeline=pipeline)
     _check_backends(the_plan, settings)
     return the_plan
 
@@ -192,6 +203,7 @@ def new_record(job: Job, *, base_url: str) -> RunRecord:
     record = RunRecord(
         settings.run_dir, the_plan.pipeline.name, api, steps, source=source, seed=settings.seed
     )
+    record.prices = prices_for(settings.prices, (step.model for step in steps.values()))
     if job.previous is not None:
         record.run_id = job.previous.run_id
     return record
@@ -242,6 +254,7 @@ class Orchestrator:
 
     async def run_async(self, jobs: Sequence[Job]) -> list[RunRecord]:
         """Run ``jobs`` concurrently; each ends with its run.json and report written."""
+        budget.check(jobs)  # all jobs counted together, over max_predictions: refused before any request
         for job in jobs:  # a Cog server that is down stops the run before anything is paid
             await check_cog_servers(job.plan, job.settings, transport=self.transport)
         with ExitStack() as stack:
@@ -369,6 +382,8 @@ class _Shared:
             await asyncio.sleep(OWNER_BEAT_SECONDS)
 
     async def aclose(self) -> None:
+        for purchaser in self.purchasers.values():
+            await purchaser.aclose()
         for pool in self.pools.values():
             for backend in pool.backends.values():
                 await backend.aclose()
@@ -391,7 +406,12 @@ def _purchaser(ledger: Ledger, pool: _Pool, downloads: httpx.AsyncClient, settin
         repay_expired=settings.repay_expired,
         on_interrupt=settings.on_interrupt,
     )
-    return Purchaser(ledger=ledger, backends=pool.backends, downloader=downloader, options=options)
+    # Every job of a sandboxed sweep runs its own emulator: another job's prediction id means nothing here.
+    shared = settings.api.rate_scope == "cluster" and settings.api.kind != "sandbox"
+    claims = ClusterClaims(ledger.owner) if shared else None
+    return Purchaser(
+        ledger=ledger, backends=pool.backends, downloader=downloader, options=options, claims=claims
+    )
 
 
 def _pool_key(settings: Settings, base_url: str) -> Any:

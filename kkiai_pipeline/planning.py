@@ -18,6 +18,7 @@ from . import standins
 from .catalog import Catalog, ModelSpec
 from .errors import PipelineError, Problem, UnknownModelError
 from .pipeline import Pipeline, Step
+from .rowfiles import Rows
 from .templating import Template, TemplateProblem, Templates, is_template, shorten
 from .validation import describe, validate_input
 
@@ -25,6 +26,9 @@ CONTEXT_NAMES = frozenset({"steps", "params"})
 ITEM_NAMES = frozenset({"item", "index"})  # what a foreach step's input templates may read besides
 #: How many items of a foreach list the shape check renders a step's input with (the first ones).
 CHECKED_ITEMS = 100
+#: How many bad items of a foreach over known items (a list, or a file's rows) are named for one field;
+#: the rest are counted.
+ROW_PROBLEMS_SHOWN = 20
 #: What the shape check may spend on one pipeline; it leaves what it has not reached to run time
 #: (each rendering has its own budget, but a hostile file may hold thousands of slow templates).
 SHAPE_CHECK_SECONDS = 10.0
@@ -206,12 +210,51 @@ def _checked_step(
     if found is None:
         return None
     items, bounded = found
-    reported: set[str] = set()
-    for index, item in enumerate(items[:CHECKED_ITEMS]):
-        scope = {**context, "item": item, "index": index}
-        _check_rendered(model, values, scope, problem, prefix=f"item {index}: ", reported=reported)
+    exact = not isinstance(foreach, Template) or not foreach.references.steps  # the run's very items
+    if exact:
+        _check_rows(model, values, items, context, problem)
+    else:
+        reported: set[str] = set()
+        for index, item in enumerate(items[:CHECKED_ITEMS]):
+            scope = {**context, "item": item, "index": index}
+            _check_rendered(model, values, scope, problem, prefix=f"item {index}: ", reported=reported)
     each = [standins.stand_in(sid, model, values, index=i) for i in range(len(items))]
+    if any(output is None for output in each):  # an output of unknown shape: left to run time
+        return None
     return standins.fanned_out(sid, each, bounded=bounded)
+
+
+def _check_rows(
+    model: ModelSpec,
+    values: Mapping[str, Any],
+    items: list[Any],
+    context: Mapping[str, Any],
+    problem: Callable[[str, str], None],
+) -> None:
+    """Check the input of every item of a ``foreach`` whose items are known (a list, or rows read from
+    a file): the fields that read no step output are checked in full, as they will be sent; the others
+    on stand-ins, as for one step. Each bad row is named (``prompts.txt line 17``), at most
+    ``ROW_PROBLEMS_SHOWN`` a field, the rest counted."""
+    exact = frozenset(k for k, v in values.items() if _contains_template(v) and not _reads_steps(v))
+    counts: dict[str, int] = {}
+    reported: set[str] = set()
+    where = items.where if isinstance(items, Rows) else None
+    deadline = time.monotonic() + SHAPE_CHECK_SECONDS
+    for index, item in enumerate(items):
+        if index % 256 == 0 and time.monotonic() > deadline:
+            break  # a pathological template: what is left is checked item by item before sending
+
+        def row_problem(message: str, field: str, index: int = index) -> None:
+            counts[field] = counts.get(field, 0) + 1
+            if counts[field] <= ROW_PROBLEMS_SHOWN:
+                row = f"{where(index)} (item {index})" if where else f"item {index}"
+                problem(f"{row}: {message}", field)
+
+        scope = {**context, "item": item, "index": index}
+        _check_rendered(model, values, scope, row_problem, reported=reported, exact=exact)
+    for field, count in counts.items():
+        if count > ROW_PROBLEMS_SHOWN:
+            problem(f"... and {count - ROW_PROBLEMS_SHOWN:,} more items with a problem here", field)
 
 
 def _foreach_items(
@@ -226,6 +269,8 @@ def _foreach_items(
     except TemplateProblem as exc:
         if isinstance(exc.__cause__, standins.ShapeError):
             problem(f"{exc.__cause__} (in '{shown}')", "foreach")
+        elif not foreach.references.steps:  # params and files only: it fails the same way at run time
+            problem(str(exc), "foreach")
         return None
     if not isinstance(items, list):
         what = standins.describe(items) or describe(items)
@@ -244,8 +289,13 @@ def _check_rendered(
     *,
     prefix: str = "",
     reported: set[str] | None = None,
+    exact: frozenset[str] = frozenset(),
 ) -> None:
-    """Render the templated inputs on stand-ins; report shape errors and type problems, once a field."""
+    """Render the templated inputs on stand-ins; report shape errors and type problems, once a field.
+
+    The ``exact`` fields read no step output: their rendered value is the one sent, and every problem
+    with it is reported, each time.
+    """
     reported = set() if reported is None else reported
     rendered: dict[str, Any] = {}
     raw: dict[str, Any] = {}
@@ -258,17 +308,32 @@ def _check_rendered(
             raw[name] = _render_value(value, context)
         except TemplateProblem as exc:
             unknown.add(name)
-            if isinstance(exc.__cause__, standins.ShapeError) and name not in reported:
+            if name in exact:
+                problem(f"{prefix}{exc}", f"input.{name}")
+            elif isinstance(exc.__cause__, standins.ShapeError) and name not in reported:
                 reported.add(name)
                 problem(f"{prefix}{exc.__cause__} (in '{_source(value)}')", f"input.{name}")
             continue
         rendered[name] = standins.plain(raw[name])
     for found in validate_input(model, rendered, pending=unknown):
+        if found.field in exact:
+            hint = _number_hint(model, found.field, rendered.get(found.field)) if found.kind == "type" else ""
+            problem(f"{prefix}{found.message}{hint}", f"input.{found.field}")
+            continue
         if found.kind != "type" or found.field not in raw or found.field in reported:
             continue
         reported.add(found.field)
         hint = standins.explain(raw[found.field])
         problem(f"{prefix}{found.message}" + (f"; {hint}" if hint else ""), f"input.{found.field}")
+
+
+def _number_hint(model: ModelSpec, name: str, value: Any) -> str:
+    """For a text where a number is expected (CSV values are texts): the filter that converts it."""
+    spec = model.inputs.get(name)
+    if spec is None or spec.type not in ("integer", "number") or not isinstance(value, str):
+        return ""
+    convert = "int" if spec.type == "integer" else "float"
+    return f"; texts (such as CSV values) become numbers with | {convert}"
 
 
 def _source(value: Any) -> str:
@@ -395,6 +460,17 @@ def _did_you_mean(name: str, known: Mapping[str, Any]) -> str:
         return ""
     close = difflib.get_close_matches(name, list(known), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _reads_steps(value: Any) -> bool:
+    """Whether a compiled input value has a template that reads a step's output."""
+    if isinstance(value, Template):
+        return bool(value.references.steps)
+    if isinstance(value, Mapping):
+        return any(_reads_steps(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_reads_steps(v) for v in value)
+    return False
 
 
 def _contains_template(value: Any) -> bool:

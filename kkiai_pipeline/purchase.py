@@ -45,6 +45,7 @@ from .errors import (
     PredictionFailed,
     UnresolvedCreate,
 )
+from .inflight import ClusterClaims
 from .ledger import Entry, Ledger, PredictionKey, StoredFile
 from .outputs import as_declared, kept_output
 
@@ -105,6 +106,7 @@ class Purchaser:
         backends: Mapping[str, PredictionBackend],
         downloader: Downloader,
         options: PurchaseOptions,
+        claims: ClusterClaims | None = None,
     ) -> None:
         self.ledger = ledger
         self.backends = backends
@@ -112,6 +114,7 @@ class Purchaser:
         self.options = options
         self._inflight: dict[str, asyncio.Task[Receipt]] = {}
         self.creates = 0  # creates this purchaser sent (attempts the API may bill)
+        self.claims = claims  # who buys which key across the machines of a Ray cluster (or None)
 
     async def obtain(self, order: Order) -> Receipt:
         """The result of ``order``'s key: reused, shared, re-attached, recovered or, if need be, paid."""
@@ -150,8 +153,41 @@ class Purchaser:
                 log.info("%s: reusing prediction %s, nothing created", order.label, entry.prediction_id)
                 return self._reused(entry)
             if claim.mine:
+                if self.claims is not None and (entry is None or entry.state in ("intended", "failed")):
+                    return await self._claimed_in_cluster(order, self.claims, entry)
                 return await self._carry_on(order, entry)
             await asyncio.sleep(WAIT_OTHER_SECONDS)  # another process is creating it: wait, never pay twice
+
+    async def _claimed_in_cluster(self, order: Order, claims: ClusterClaims, entry: Entry | None) -> Receipt:
+        """Nothing sent for this key from here: follow another machine's prediction of it, or buy it
+        and tell the cluster (see :mod:`.inflight`)."""
+        digest = order.key.digest
+        while (holder := await claims.claim(digest)) is not None and self.backends[order.backend].reattach:
+            if holder.prediction_id is not None:
+                return await self._follow_theirs(order, claims, holder.prediction_id)
+            await asyncio.sleep(WAIT_OTHER_SECONDS)  # their create is on its way: wait, never pay twice
+        try:
+            receipt = await self._carry_on(order, entry)
+        except Exception:
+            await claims.done(digest, stored=False)
+            raise
+        await claims.done(digest, stored=True)
+        return receipt
+
+    async def _follow_theirs(self, order: Order, claims: ClusterClaims, prediction_id: str) -> Receipt:
+        log.info("%s: prediction %s is bought on another machine; following it", order.label, prediction_id)
+        prediction = await self.backends[order.backend].get(prediction_id)
+        await self._created(order, prediction)  # a resume re-attaches to it, never creates
+        try:
+            return await self._follow(order, prediction, how="shared")
+        except PredictionFailed:
+            await claims.failed(order.key.digest, prediction_id)
+            raise
+
+    async def aclose(self) -> None:
+        """Release this process's claims in the cluster (predictions still running stay followable)."""
+        if self.claims is not None:
+            await self.claims.aclose()
 
     async def _carry_on(self, order: Order, entry: Entry | None) -> Receipt:
         backend = self.backends[order.backend]
@@ -222,6 +258,8 @@ class Purchaser:
         await self.ledger.move(
             order.key.digest, "created", prediction_id=prediction.id, created_at=prediction.created_at
         )
+        if self.claims is not None and prediction.id:
+            await self.claims.created(order.key.digest, prediction.id)
         log.info("%s: created prediction %s (%s)", order.label, prediction.id, prediction.status)
 
     # -- lost creates ------------------------------------------------------------------------------
@@ -303,13 +341,17 @@ class Purchaser:
         deadline = time.monotonic() + order.timeout  # for the prediction and its downloads together
         backend = self.backends[order.backend]
         prediction = _settled(prediction, streams=order.streams)
+        theirs = how == "shared"  # another machine's prediction: never ours to cancel
         try:
             prediction = await backend.wait(prediction, deadline=deadline)
         except DeadlineExceeded as exc:
             reason = f"canceled after the step's timeout of {order.timeout:g} s"
+            if theirs:
+                raise
             prediction = dataclasses.replace(await self._cancel(order, exc.prediction), error=reason)
         except asyncio.CancelledError:
-            await self._stop(order, prediction)
+            if not theirs:
+                await self._stop(order, prediction)
             raise
         if prediction.status != "succeeded":
             error = prediction.error or f"the prediction ended {prediction.status}"
@@ -318,6 +360,7 @@ class Purchaser:
                 error,
                 prediction_id=prediction.id,
                 status=prediction.status,
+                logs=prediction.logs,
             )
         await self.ledger.move(
             order.key.digest,
@@ -427,7 +470,7 @@ class Purchaser:
             raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        prediction = dataclasses.replace(prediction, output=output)
+        prediction = await self._final_metrics(order, dataclasses.replace(prediction, output=output))
         await self.ledger.move(
             order.key.digest,
             "stored",
@@ -439,6 +482,28 @@ class Purchaser:
             completed_at=prediction.completed_at or _iso(time.time()),
         )
         return Receipt(order.key.digest, how, prediction, files, urls, fresh=True)
+
+    async def _final_metrics(self, order: Order, prediction: Prediction) -> Prediction:
+        """A ``Prefer: wait`` answer taken as final carries no metrics (no ``predict_time``, the billed
+        seconds) and maybe not all its logs: once its files are stored, the prediction is asked for
+        once by id, and its metrics, logs and completion time are taken if it says succeeded. Best
+        effort: nothing is paid, and an error leaves the prediction as it was."""
+        backend = self.backends[order.backend]
+        if "predict_time" in prediction.metrics or not prediction.id or not backend.reattach:
+            return prediction
+        try:
+            final = await backend.get(prediction.id)
+        except KkiaiError as exc:
+            log.info("%s: no metrics for prediction %s: %s", order.label, prediction.id, exc)
+            return prediction
+        if final.status != "succeeded" or not final.metrics:
+            return prediction
+        return dataclasses.replace(
+            prediction,
+            metrics=final.metrics,
+            logs=final.logs or prediction.logs,
+            completed_at=final.completed_at or prediction.completed_at,
+        )
 
     def _reused(self, entry: Entry) -> Receipt:
         prediction = Prediction(

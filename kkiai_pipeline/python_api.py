@@ -54,6 +54,7 @@ from omegaconf.errors import OmegaConfBaseException
 from . import discovery
 from .claim import Claim, claim_dir
 from .cli import check_token_words, load_pipeline
+from .config_schema import grid_steps
 from .dryrun import dry_run
 from .errors import ConfigError
 from .multirun import end_sweep
@@ -313,9 +314,9 @@ def _compose_job(pipeline: str, overrides: Sequence[str]) -> tuple[Job | RunResu
 
 def _compose_sweep(
     pipeline: str, grid: list[list[str]], held: ExitStack
-) -> tuple[Path, list[Job], str | None]:
+) -> tuple[Path, list[Job], tuple[str, ...] | None]:
     """Claim the sweep directory and prepare every job (all checked before any runs); and the step
-    whose outputs the sweep's grid shows (``grid_step``)."""
+    whose outputs the sweep's grid shows (``grid_steps`` / ``grid_step``)."""
     with _COMPOSING, _hydra_state():
         composed = []
         for num, words in enumerate(grid):
@@ -342,8 +343,7 @@ def _compose_sweep(
             _discard(claim, created=created)
             raise
         held.callback(claim.release)
-        grid_step = composed[0][0].get("grid_step")
-    return claim.path, [job for _, job in jobs], str(grid_step) if grid_step else None
+    return claim.path, [job for _, job in jobs], grid_steps(composed[0][0])
 
 
 def _discard(claim: Claim, *, created: bool) -> None:

@@ -3,7 +3,8 @@
 Two files keep it:
 
 - ``run.json``, the whole record, rewritten atomically (temporary file, fsync, rename) at the start,
-  at most once a second while the run goes on, and at the end;
+  while the run goes on each time the journal has grown by as much as run.json (at most once a
+  second), and at the end;
 - ``run.journal``, one JSON line per step change, appended as it happens.
 
 What money depends on (intents to create, prediction ids) is not kept here but in the ledger
@@ -23,6 +24,7 @@ arrived: nothing is sent again until it can).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -37,6 +39,7 @@ from typing import IO, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .artifacts import Artifact
 from .errors import StateError
+from .pricing import Price, price_json
 from .secrets import redact
 
 StepStatus = Literal[
@@ -48,6 +51,7 @@ MANIFEST = "run.json"
 JOURNAL = "run.journal"
 SCHEMA_VERSION = 2  # of run.json; docs/run.schema.json describes it
 SNAPSHOT_INTERVAL = 1.0  # seconds between rewrites of run.json while a run goes on
+INDENTED_PREDICTIONS = 1000  # run.json is indented for people to read, up to this many predictions
 
 #: The moves a step's status may make; anything else is a bug (StateError).
 _MOVES: dict[str, frozenset[str]] = {
@@ -89,6 +93,7 @@ class StepRecord:
     started_at: str | None = None
     completed_at: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    logs: str | None = None  # the prediction's logs file, relative to the run directory (if it had any)
     outputs: list[Artifact] = field(default_factory=list)
     output: Any = None  # the API's output shape, data: URIs shortened (see outputs.kept_output)
     attempts: list[dict[str, Any]] = field(default_factory=list)  # every prediction made for this step
@@ -141,17 +146,42 @@ class StepRecord:
         return round(end - start, 3) if start is not None and end is not None else None
 
 
+def step_json(step: StepRecord) -> dict[str, Any]:
+    """A step's record as run.json holds it: what ``dataclasses.asdict`` gives, without its deep copies
+    (the values are JSON data, written out at once). A foreach step of 10,000 items is serialized at
+    every snapshot: asdict spent most of a snapshot copying what json.dumps then read once."""
+    data = {name: getattr(step, name) for name in _STEP_FIELDS}
+    data["outputs"] = [{name: getattr(a, name) for name in _ARTIFACT_FIELDS} for a in step.outputs]
+    data["items"] = [step_json(item) for item in step.items]
+    return data
+
+
+_STEP_FIELDS = tuple(f.name for f in fields(StepRecord))
+_ARTIFACT_FIELDS = tuple(f.name for f in fields(Artifact))
+
+
 @dataclass(frozen=True)
 class Totals:
-    """What a run obtained: predictions it paid for, results it reused, and the ``predict_time`` (the
-    seconds the service billed) of those it paid for."""
+    """What a run obtained: predictions it paid for, results it reused, the ``predict_time`` (the
+    seconds the service billed) of those it paid for, and their estimated ``cost`` from the run's price
+    table (:mod:`kkiai_pipeline.pricing`): None when the run has no prices, or a prediction it paid for
+    has none (its model is not in the table, or a per-second price lacks the predict_time)."""
 
     created: int = 0
     reused: int = 0
     predict_time: float = 0.0
+    cost: float | None = None
 
 
-def _leaves(steps: Mapping[str, StepRecord]) -> Iterator[StepRecord]:
+def predict_seconds(leaf: StepRecord) -> float | None:
+    """The ``predict_time`` in a step's (or item's) metrics, if it is a number."""
+    seconds = leaf.metrics.get("predict_time")
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool) and 0 <= seconds < math.inf:
+        return float(seconds)
+    return None
+
+
+def leaves(steps: Mapping[str, StepRecord]) -> Iterator[StepRecord]:
     """Every record that stands for one prediction: a step, or each item of a ``foreach`` step."""
     for step in steps.values():
         yield from step.items if step.items else (step,)
@@ -175,9 +205,11 @@ class RunRecord:
     started_at: str = field(default_factory=utc_now)
     finished_at: str | None = None
     traffic: dict[str, Any] = field(default_factory=dict)  # request, retry and download counters
+    prices: dict[str, Price] = field(default_factory=dict)  # the price table's entries for its models
     _journal: IO[str] | None = field(default=None, repr=False, compare=False)
     _snapshot_at: float = field(default=0.0, repr=False, compare=False)
-    _snapshot_every: float = field(default=SNAPSHOT_INTERVAL, repr=False, compare=False)
+    _snapshot_chars: int = field(default=0, repr=False, compare=False)  # run.json's size when last written
+    _journaled_chars: int = field(default=0, repr=False, compare=False)  # journal written since then
 
     @property
     def seconds(self) -> float | None:
@@ -186,18 +218,36 @@ class RunRecord:
         return round(end - start, 3) if start is not None and end is not None else None
 
     def totals(self) -> Totals:
-        """Predictions created and reused, and the predict time paid for, over all steps and items."""
+        """Predictions created and reused, the predict time paid for and its estimated cost, over all
+        steps and items."""
         created = reused = 0
-        predict_time = 0.0
-        for leaf in _leaves(self.steps):
+        predict_time = cost = 0.0
+        priced = bool(self.prices)
+        for leaf in leaves(self.steps):
+            # A prediction that failed (or was canceled) was created, and may be billed for the time it
+            # ran: counted as paid, its time unknown (its cost too, when the price is per second).
+            ended_badly = sum(1 for a in leaf.attempts if a.get("prediction_id") and a.get("error"))
+            created += ended_badly
+            if ended_badly and self.prices.get(leaf.model) is not None:
+                each = self.prices[leaf.model].cost(None)
+                priced = priced and each is not None
+                cost += (each or 0.0) * ended_badly
             if leaf.obtained in PAID:
                 created += 1
-                seconds = leaf.metrics.get("predict_time")
-                if isinstance(seconds, int | float) and not isinstance(seconds, bool):
-                    predict_time += float(seconds)
+                predict_time += predict_seconds(leaf) or 0.0
+                each = self.cost_of(leaf)
+                priced = priced and each is not None
+                cost += each or 0.0
             elif leaf.obtained is not None:
                 reused += 1
-        return Totals(created, reused, round(predict_time, 3))
+        return Totals(created, reused, round(predict_time, 3), round(cost, 6) if priced else None)
+
+    def cost_of(self, leaf: StepRecord) -> float | None:
+        """The estimated cost of one step or item, if this run paid for it and its model is priced."""
+        price = self.prices.get(leaf.model)
+        if leaf.obtained not in PAID or price is None:
+            return None
+        return price.cost(predict_seconds(leaf))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -211,7 +261,9 @@ class RunRecord:
             "finished_at": self.finished_at,
             "api": self.api,
             "traffic": self.traffic,
-            "steps": {sid: asdict(step) for sid, step in self.steps.items()},
+            "prices": price_json(self.prices),
+            "totals": asdict(self.totals()),
+            "steps": {sid: step_json(step) for sid, step in self.steps.items()},
         }
 
     def start(self) -> None:
@@ -232,28 +284,42 @@ class RunRecord:
         self.close()
 
     def save(self, *, compact: bool = False) -> None:
-        """Write the whole record to run.json now (``compact``: without indentation, for speed)."""
-        started = time.monotonic()
-        write_json_atomic(self.run_dir / MANIFEST, self.to_json(), indent=None if compact else 2)
+        """Write the whole record to run.json now (``compact``: without indentation, for speed).
+
+        A record of more than ``INDENTED_PREDICTIONS`` predictions is always compact: json indents in
+        pure Python, ten times slower than its compact C encoder (seconds for a 10,000-item foreach).
+        """
+        compact = compact or sum(len(s.items) or 1 for s in self.steps.values()) > INDENTED_PREDICTIONS
+        written = write_json_atomic(self.run_dir / MANIFEST, self.to_json(), indent=None if compact else 2)
         self._snapshot_at = time.monotonic()
-        # A large run's snapshot costs more: keep snapshots under about 5% of the time.
-        self._snapshot_every = max(SNAPSHOT_INTERVAL, 20 * (self._snapshot_at - started))
+        self._snapshot_chars, self._journaled_chars = written, 0
 
     def note(self, step_id: str, *, item: int | None = None) -> None:
         """Record a change of one step (or one ``item`` of it): appended to the journal; run.json is
-        rewritten now and then. (What money depends on is in the ledger, durably, already.)"""
+        rewritten now and then. (What money depends on is in the ledger, durably, already.)
+
+        run.json is rewritten once the journal has grown by as much as run.json's size since the last
+        rewrite (and at least ``SNAPSHOT_INTERVAL`` seconds have passed): each rewrite is paid for by
+        as many characters of journal, so a run's snapshots together cost at most about what its
+        journal does, linear in its changes, however large its steps (a foreach of 10,000 items).
+        """
         if self._journal is None:
             self._journal = (self.run_dir / JOURNAL).open("a", encoding="utf-8")
         step = self.steps[step_id]
         entry: dict[str, Any] = {
             "step": step_id,
-            "record": asdict(step if item is None else step.items[item]),
+            "record": step_json(step if item is None else step.items[item]),
         }
         if item is not None:
             entry["item"] = item
-        self._journal.write(redact(json.dumps(entry, default=str)) + "\n")
+        line = redact(json.dumps(entry, default=str))
+        self._journal.write(line + "\n")
         self._journal.flush()
-        if time.monotonic() - self._snapshot_at >= self._snapshot_every:
+        self._journaled_chars += len(line) + 1
+        if (
+            self._journaled_chars >= self._snapshot_chars
+            and time.monotonic() - self._snapshot_at >= SNAPSHOT_INTERVAL
+        ):
             self.save(compact=True)
 
     def close(self) -> None:
@@ -484,17 +550,19 @@ def _replay(steps: dict[str, Any], path: Path) -> None:
             items[item] = record
 
 
-def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> None:
-    """Write ``data`` as JSON so that readers see the old file or the new one, never a mix.
+def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> int:
+    """Write ``data`` as JSON so that readers see the old file or the new one, never a mix; returns
+    the number of characters written.
 
     The file and its directory are fsynced: a prediction id written here survives a power cut. The API
     token's value is masked.
     """
+    text = redact(json.dumps(data, indent=indent, ensure_ascii=False, default=str)) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(redact(json.dumps(data, indent=indent, ensure_ascii=False, default=str)) + "\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -502,6 +570,7 @@ def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    return len(text)
 
 
 def _epoch(stamp: str | None) -> float | None:

@@ -19,7 +19,7 @@ import ipaddress
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
@@ -29,15 +29,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .api.client import ClientOptions
 from .api.cog import CogOptions
-from .config_schema import check_config, check_override_keys, check_swept_values, sandbox_only
+from .api.ratescope import RateScope, resolve_scope
+from .config_schema import check_config, check_override_keys, check_swept_values, grid_steps, sandbox_only
 from .errors import ConfigError
 from .execution import ExecutionOptions
 from .localfiles import DEFAULT_MAX_BYTES
+from .pricing import Price, parse_prices
 from .purchase import OnInterrupt
 from .secrets import find, redact, register
 
@@ -55,6 +58,7 @@ class ApiSettings:
     client: ClientOptions
     sandbox: Mapping[str, Any] = field(default_factory=dict)
     token_env: str = "KKIAI_API_TOKEN"  # where the token was read from (named in messages)
+    rate_scope: RateScope = "process"  # who shares the rate limits (api.rate_scope, ``auto`` resolved)
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,10 @@ class CogSettings:
     servers: Mapping[str, str] = field(default_factory=dict)  # owner/name -> server URL
     concurrency: Mapping[str, int] = field(default_factory=dict)  # owner/name -> predictions at once
     options: CogOptions = field(default_factory=CogOptions)
+
+
+#: The default of ``max_predictions`` (why this number: conf/config.yaml).
+DEFAULT_MAX_PREDICTIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,10 @@ class Settings:
     # Pay again for a succeeded prediction whose files the service deleted before they were stored
     # (otherwise the step says so and stops).
     repay_expired: bool = False
+    # The budget: a run or sweep that would create more predictions than this is refused (budget.py).
+    max_predictions: int = DEFAULT_MAX_PREDICTIONS
+    # Estimated cost: what one prediction of each model (owner/name) costs (kkiai_pipeline.pricing).
+    prices: Mapping[str, Price] = field(default_factory=dict)
 
 
 def load_settings(
@@ -101,9 +113,12 @@ def load_settings(
     raw = _resolved(cfg)
     api_raw: Mapping[str, Any] = raw.get("api") or {}
     check_config(raw, token_env=str(api_raw.get("token_env") or "KKIAI_API_TOKEN"))
+    grid_steps(raw)  # grid_step and grid_steps do not disagree
     dry_run = bool(raw.get("dry_run", False))
     # A dry run sends nothing, so it needs no token.
     api = _api_settings(api_raw, environ, need_token=not dry_run)
+    scope = resolve_scope(str(api_raw.get("rate_scope", "auto")), launcher=_multirun_launcher())
+    api = replace(api, rate_scope=scope)
     progress = raw.get("progress", "auto")
     settings = Settings(
         api=api,
@@ -122,6 +137,8 @@ def load_settings(
         max_download_bytes=raw.get("max_download_bytes", 200 * 1024 * 1024),
         cog=_cog_settings(raw.get("cog") or {}),
         repay_expired=raw.get("repay_expired", False),
+        max_predictions=raw.get("max_predictions", DEFAULT_MAX_PREDICTIONS),
+        prices=parse_prices(raw.get("prices")),
     )
     check_writable(run_dir_key, run_dir)
     # The emulator keeps its predictions under the cache directory unless api.sandbox.store says where.
@@ -269,12 +286,27 @@ def _cog_settings(raw: Mapping[str, Any]) -> CogSettings:
     return CogSettings(dict(raw.get("servers") or {}), dict(raw.get("concurrency") or {}), options)
 
 
+def _multirun_launcher() -> str | None:
+    """The launcher's ``_target_`` when this process runs a job of a Hydra multirun, else None."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return str(hydra_cfg.launcher.get("_target_") or "") or None
+
+
 def _cache_dir(value: Any, environ: Mapping[str, str]) -> Path:
     """The configured cache directory, else ``$XDG_CACHE_HOME/kkiai-pipeline`` or ``~/.cache/...``."""
     if value:
         return Path(str(value)).expanduser()
     base = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".cache")
     return Path(base) / "kkiai-pipeline"
+
+
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    """The cache directory when ``cache_dir`` is not set (``kkiai-models`` uses it too)."""
+    return _cache_dir(None, environ)
 
 
 def _api_settings(raw: Mapping[str, Any], environ: Mapping[str, str], *, need_token: bool) -> ApiSettings:

@@ -11,6 +11,8 @@ is found before the first paid call instead of after the upstream steps were pai
 - A list model without ``num_outputs`` (stable-diffusion-animation: frames, then the video) has no
   known length: its stand-in holds one URL and answers any index.
 - A ``foreach`` step hands on the list of its items' outputs.
+- A model outside the catalog whose Output schema does not say what it returns (``any``) has no
+  stand-in (None): templates reading it are left to run time.
 
 The URLs are ``https://planning.invalid/<step>/<i>.png`` (``.invalid`` never resolves, RFC 2606): they
 pass every file-input check. Using a stand-in the way its real value cannot be used (indexing or
@@ -95,7 +97,10 @@ class StandInList(list[Any]):
 
 
 def stand_in(step_id: str, model: ModelSpec, values: Mapping[str, Any], *, index: int | None = None) -> Any:
-    """What one prediction of ``model`` with input ``values`` hands on (``index``: a foreach item's)."""
+    """What one prediction of ``model`` with input ``values`` hands on (``index``: a foreach item's);
+    None when the model's output shape is not known."""
+    if model.output_kind == "any":
+        return None
     label = f"steps.{step_id}.output" if index is None else f"steps.{step_id}.output[{index}]"
     base = f"https://{HOST}/{step_id}" if index is None else f"https://{HOST}/{step_id}/{index}"
     origin = Origin(label, model)

@@ -52,6 +52,11 @@ class TemplateLimits:
     max_items: int = 100_000  # range(), batch(), slice() and similar counts
 
 
+class Measured(list):  # type: ignore[type-arg]
+    """A list bounded where it was made (e.g. the rows of a file, see :mod:`.rowfiles`): the size budget
+    counts it by its length, not its contents, which were not made by a template."""
+
+
 class TemplateProblem(Exception):
     """A template could not be parsed or rendered; the message is for the user."""
 
@@ -128,6 +133,8 @@ def estimate(value: Any, budget: _Budget | None = None) -> int:
             if item.bit_length() > _MAX_INT_BITS:  # Python refuses to print it, JSON cannot carry it
                 raise _Exceeded(f"a number of more than {_MAX_INT_DIGITS:,} digits")
             total += item.bit_length() * 31 // 100 + 2  # decimal digits, without converting
+        elif isinstance(item, Measured):
+            total += 2 + 2 * len(item)
         elif isinstance(item, Mapping):
             total += 2 + 4 * len(item)
             stack += item.keys()

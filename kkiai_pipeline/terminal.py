@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import string
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
@@ -13,6 +15,7 @@ from tqdm import tqdm
 
 from . import pipeline_yaml
 from .rundir import RunRecord, StepRecord
+from .sweep_accounting import totals_line
 
 FAILED = frozenset({"failed", "canceled", "aborted", "unresolved"})
 
@@ -48,17 +51,21 @@ class ProgressBar:
             self._refresh()
 
     def close(self) -> None:
+        self._bar.set_postfix(running=len(self._started), failed=self._failed, refresh=True)
         self._bar.close()
 
     def _refresh(self) -> None:
-        self._bar.set_postfix(running=len(self._started), failed=self._failed, refresh=True)
+        # Drawn by the next update, at most every tqdm's mininterval (0.1 s): a foreach of 10,000 items
+        # must not redraw the bar 20,000 times.
+        self._bar.set_postfix(running=len(self._started), failed=self._failed, refresh=False)
 
 
 def summary(record: RunRecord) -> str:
-    """A table of the steps (status, time, how each result was obtained, outputs), then where the run is."""
+    """A table of the steps (status, time, how each result was obtained, outputs), what the run paid
+    for, then where the run is."""
     rows = [("step", "status", "time", "result", "outputs")]
     for sid, step in record.steps.items():
-        outputs = ", ".join(a.path for a in step.outputs) or (step.error or "")
+        outputs = _shown_outputs([a.path for a in step.outputs]) or (step.error or "")
         seconds = step.seconds
         rows.append(
             (sid, step.status, f"{seconds:.1f}s" if seconds is not None else "-", _result(step), outputs)
@@ -68,11 +75,23 @@ def summary(record: RunRecord) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
         for row in rows
     ]
+    lines.append(totals_line(asdict(record.totals())))
     lines.append(f"run {record.status}: {record.run_dir}")
     report = record.run_dir / "report.html"
     if report.exists():
         lines.append(f"report: {report}")
     return "\n".join(lines)
+
+
+#: A step with more output files than this (a foreach of thousands) shows its first and last ones.
+SHOWN_OUTPUTS = 6
+
+
+def _shown_outputs(paths: list[str]) -> str:
+    if len(paths) <= SHOWN_OUTPUTS:
+        return ", ".join(paths)
+    half = SHOWN_OUTPUTS // 2
+    return f"{', '.join(paths[:half])}, … {', '.join(paths[-half:])} ({len(paths):,} files)"
 
 
 def _result(step: StepRecord) -> str:
@@ -114,3 +133,25 @@ def describe(path: Path) -> str:
 
 def _cut(text: str) -> str:
     return text if len(text) <= DESCRIPTION_CHARS else text[: DESCRIPTION_CHARS - 1].rstrip() + "…"
+
+
+def columns(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, two spaces apart; the last column is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def write_stdout(text: str) -> int:
+    """Print ``text`` and a newline; 1 (and quiet) when the reader went away (``| head``), else 0."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `kkiai-models | head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return 0

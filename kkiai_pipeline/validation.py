@@ -178,7 +178,16 @@ def _check_value(ctx: _Context, spec: InputSpec, value: Any) -> FieldProblem | N
     blank = isinstance(value, str) and not value.strip()
     if value is None or (blank and spec.name in required_inputs(ctx.model)):
         return _check_unset(ctx, spec, value)
-    for check in (_check_type, _check_length, _check_range, _check_multiple, _check_choice, _check_file):
+    checks = (
+        _check_type,
+        _check_length,
+        _check_range,
+        _check_multiple,
+        _check_choice,
+        _check_file,
+        _check_list,
+    )
+    for check in checks:
         problem = check(ctx, spec, value)
         if problem is not None:
             return problem
@@ -203,7 +212,13 @@ def _check_unset(ctx: _Context, spec: InputSpec, value: Any) -> FieldProblem | N
     return FieldProblem(spec.name, "required", f"{spec.name} is required by {ctx.model.ref} but is {what}")
 
 
-_EXPECTED = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false"}
+_EXPECTED = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+}
 
 
 def _check_type(ctx: _Context, spec: InputSpec, value: Any) -> FieldProblem | None:
@@ -226,6 +241,8 @@ def _check_length(ctx: _Context, spec: InputSpec, value: Any) -> FieldProblem | 
 
 
 def _has_type(expected: str, value: Any) -> bool:
+    if expected == "array":
+        return isinstance(value, list)
     if expected == "boolean":
         return isinstance(value, bool)
     if expected == "string":
@@ -302,10 +319,26 @@ def _closest_choice(value: Any, choices: Sequence[Any]) -> Any:
 
 
 def _check_file(ctx: _Context, spec: InputSpec, value: Any) -> FieldProblem | None:
-    if not spec.is_file or _is_url(value) or value.startswith("data:"):
+    if not spec.is_file or not isinstance(value, str) or _is_url(value) or value.startswith("data:"):
         return None
     message = f"{spec.name} must be an http:// or https:// URL or a data: URI, got {_show(value)}"
     return FieldProblem(spec.name, "format", message)
+
+
+def _check_list(ctx: _Context, spec: InputSpec, value: Any) -> FieldProblem | None:
+    """An array input: each item of its ``items`` type and, for files, a URL (the first bad one is named)."""
+    if spec.type != "array" or spec.items is None:
+        return None
+    for index, item in enumerate(value):
+        where = f"{spec.name}[{index}]"
+        if not _has_type(spec.items, item):
+            return FieldProblem(
+                spec.name, "type", f"{where} must be {_EXPECTED[spec.items]}, got {describe(item)}"
+            )
+        if spec.is_file and isinstance(item, str) and not (_is_url(item) or item.startswith("data:")):
+            message = f"{where} must be an http:// or https:// URL or a data: URI, got {_show(item)}"
+            return FieldProblem(spec.name, "format", message)
+    return None
 
 
 def _is_url(value: str) -> bool:

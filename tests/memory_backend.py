@@ -67,6 +67,7 @@ class Behaviour:
     hidden: int = 0  # lookups that do not see the prediction yet
     refuse: ApiError | None = None  # the create is answered with this error; nothing is created
     expired: bool = False  # its file URLs answer 404, and ``get`` shows no output (files removed)
+    logs: str | None = None  # what its ``logs`` say once it has started
 
 
 @dataclass
@@ -97,6 +98,7 @@ class _Record:
             status=self.status,
             output=self.output,
             error=self.error,
+            logs=self.behaviour.logs if self.status != "starting" else None,
             metrics={"predict_time": 0.01} if self.status == "succeeded" else {},
             created_at=_iso(self.created),
             started_at=_iso(self.created),

@@ -36,8 +36,11 @@ def test_bad_input_is_refused_before_any_request(case: dict[str, Any], tmp_path:
     source = folder / f"{case['id']}.yaml"
     if "pipeline" in case:
         source.write_text(case["pipeline"])
-    for name, size in case.get("files", {}).items():
-        (folder / name).write_bytes(b"\0" * size)
+    for name, content in case.get("files", {}).items():  # a size (of NUL bytes) or the text
+        if isinstance(content, str):
+            (folder / name).write_text(content)
+        else:
+            (folder / name).write_bytes(b"\0" * content)
     args = case.get("args", [f"pipeline={case['id']}"])
     kwargs = {"token": case["token"]} if "token" in case else {}
     before = sandbox.stats()["requests"]

@@ -255,25 +255,42 @@ def test_version_is_the_packages(tmp_path: Path) -> None:
 
 
 def test_every_third_party_import_is_a_declared_dependency() -> None:
+    """Imported at a module's top: a core dependency. Imported inside a function (where an optional
+    feature is used, such as the Ray launcher's shared limiter): a core or an extra's dependency."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     package = Path(__file__).parent.parent / "kkiai_pipeline"
-    imported: set[str] = set()
+    top: set[str] = set()
+    inner: set[str] = set()
     for path in package.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        at_top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            names: list[str] = []
             if isinstance(node, ast.Import):
-                imported.update(alias.name.split(".")[0] for alias in node.names)
+                names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                imported.add(node.module.split(".")[0])
-    third_party = imported - set(sys.stdlib_module_names) - {"kkiai_pipeline", "hydra_plugins"}
+                names = [node.module]
+            (top if id(node) in at_top else inner).update(name.split(".")[0] for name in names)
+    ours = set(sys.stdlib_module_names) | {"kkiai_pipeline", "hydra_plugins"}
     project = tomllib.loads((package.parent / "pyproject.toml").read_text())["project"]
-    declared = {re.split(r"[<>=\[ ;]", d)[0].lower() for d in project["dependencies"]}
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[<>=\[ ;]", d)[0].lower() for d in requirements}
+
+    core = names(project["dependencies"])
+    extras = names([d for group in project["optional-dependencies"].values() for d in group])
     distributions = importlib.metadata.packages_distributions()
-    undeclared = {
-        module: distributions.get(module)
-        for module in third_party
-        if not {d.lower() for d in distributions.get(module, [module])} & declared
-    }
-    assert undeclared == {}
+
+    def undeclared(modules: set[str], declared: set[str]) -> dict[str, Any]:
+        return {
+            module: distributions.get(module)
+            for module in modules - ours
+            if not {d.lower() for d in distributions.get(module, [module])} & declared
+        }
+
+    assert undeclared(top, core) == {}
+    assert undeclared(inner, core | extras) == {}
+    assert "ray" in inner - top  # the check above did look at imports inside functions
 
 
 @pytest.mark.parametrize("how", ["--config-dir", "hydra.searchpath"])

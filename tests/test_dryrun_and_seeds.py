@@ -44,7 +44,7 @@ def test_dry_run_prints_and_writes_the_plan_without_a_token_or_a_request(
     )
     assert result.code == 0, result.stderr
     assert sandbox.stats()["requests"] == before
-    assert "3 steps, 3 predictions would be created." in result.stdout
+    assert "3 steps: would create 3 predictions, 0 reused." in result.stdout
     assert "[level 1] cleanup: sujaykhandekar/object-removal@153b0087c257  (after generate)" in result.stdout
     assert (
         '    image_path: "{{ steps.generate.output[1] }}"  (template, rendered at run time)' in result.stdout

@@ -233,6 +233,24 @@ def test_a_diamond_runs_each_step_only_after_its_dependencies(tmp_path: Path) ->
     bench(tmp_path, scenario)
 
 
+def test_the_items_of_a_batch_are_running_only_once_they_have_a_slot(tmp_path: Path) -> None:
+    async def scenario(b: Bench) -> None:
+        gate = asyncio.Event()
+        b.backend.when(Behaviour(gate=gate))
+        events = Events()
+        batch = shot("{{ item }}", foreach=[f"prompt {i}" for i in range(40)])
+        task = asyncio.create_task(b.run(steps(batch=batch), progress=events))
+        await until(lambda: b.backend.stats.creates == 16)
+        await asyncio.sleep(0.01)
+        assert sum(e[0] == "started" for e in events.heard) == 16  # max_concurrency, not all 40
+        gate.set()
+        record = await task
+        assert record.status == "succeeded"
+        assert sum(e[0] == "started" for e in events.heard) == 40
+
+    bench(tmp_path, scenario)
+
+
 def test_a_failed_step_skips_exactly_its_transitive_dependents(tmp_path: Path) -> None:
     pipeline = steps(
         shot=shot(),

@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 from kkiai_pipeline.ledger import Ledger, PredictionKey, StoredFile, prediction_key, this_owner
 
@@ -110,3 +113,66 @@ def test_a_stored_entry_is_reused_only_while_its_blobs_are_intact(tmp_path: Path
         other.close()
 
     asyncio.run(scenario())
+
+
+async def while_the_worker_is_busy(ledger: Ledger, *moves: Any) -> list[Any]:
+    """Run ``moves`` while the ledger's worker thread is held up, so that they all wait for one commit."""
+    blocker = threading.Event()
+    ledger._pool.submit(blocker.wait)
+    together = asyncio.gather(*moves, return_exceptions=True)
+    await asyncio.sleep(0.05)
+    blocker.set()
+    return await together
+
+
+def test_moves_made_together_are_committed_together_and_each_is_durable_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> tuple[int, list[Any]]:
+        ledger = Ledger(tmp_path)
+        keys = [key({"i": i}) for i in range(50)]
+        for k in keys:
+            await ledger.claim(k)
+        commits = 0
+        commit = ledger._commit
+
+        def counted() -> None:
+            nonlocal commits
+            commits += 1
+            commit()
+
+        ledger._commit = counted  # type: ignore[method-assign]
+
+        async def move(k: PredictionKey) -> str | None:
+            await ledger.move(k.digest, "sending", sent_at=1.0)
+            other = Ledger(tmp_path)  # another process, right after the move returned
+            entry = other.get_now(k.digest)
+            other.close()
+            return entry.state if entry else None
+
+        seen = await while_the_worker_is_busy(ledger, *(move(k) for k in keys))
+        ledger.close()
+        return commits, seen
+
+    commits, seen = asyncio.run(scenario())
+    assert seen == ["sending"] * 50
+    assert commits == 1
+
+
+def test_a_failed_commit_fails_every_move_of_it_and_commits_none(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[Any], str | None]:
+        ledger = Ledger(tmp_path)
+        good = key({"a": 1})
+        await ledger.claim(good)
+        results = await while_the_worker_is_busy(
+            ledger,
+            ledger.move(good.digest, "sending"),
+            ledger.move(good.digest, "created", no_such_column=1),
+        )
+        entry = await ledger.get(good.digest)
+        ledger.close()
+        return results, entry.state if entry else None
+
+    results, state = asyncio.run(scenario())
+    assert all(isinstance(r, sqlite3.OperationalError) for r in results), results
+    assert state == "intended"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -14,8 +15,10 @@ from kkiai_pipeline.models_cli import main
 SDXL_HASH = "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc"
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+def run(
+    capsys: pytest.CaptureFixture[str], *argv: str, environ: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    code = main(list(argv), environ=environ)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -134,3 +137,64 @@ def test_no_traceback_in_a_real_process() -> None:
     assert done.stdout == ""
     assert "Traceback" not in done.stderr
     assert "Did you mean 'stability-ai/sdxl'?" in done.stderr
+
+
+# -- models outside the catalog: fetched, then shown like a curated one ----------------------------------
+
+
+def test_a_model_outside_the_catalog_is_fetched_and_shown(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    from .fakes.fake_api import TOKEN, FakeApi, Knobs
+    from .test_any_model import SCHEMA, VERSION
+
+    argv = ["--base-url", "", "--cache-dir", str(tmp_path), f"someone/tiles:{VERSION}"]
+    with FakeApi(Knobs(versions={VERSION: ("someone/tiles", SCHEMA)})) as fake:
+        argv[1] = fake.base_url
+        code, out, err = run(capsys, *argv, environ={"KKIAI_API_TOKEN": TOKEN})
+        again = run(capsys, *argv, "--json", environ={"KKIAI_API_TOKEN": TOKEN})
+        assert fake.counters.version_gets == 1  # the second answer came from the cache
+    lines = out.splitlines()
+    assert (code, err) == (0, "")
+    assert lines[:2] == [
+        f"someone/tiles:{VERSION}",
+        "output: list; a list of file URIs (from the fetched schema)",
+    ]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[5:]}
+    assert rows == {
+        "prompt": ["string", "yes", "-", "-"],
+        "num_outputs": ["integer", "-", "-", "1", "1..4"],
+        "style": ["string", "-", "-", '"flat"', "flat,", "glossy"],
+    }
+    assert again[0] == 0 and json.loads(again[1])["version_ref"] == f"someone/tiles:{VERSION}"
+    assert TOKEN not in out + again[1] + "".join(p.read_text() for p in tmp_path.rglob("*.json"))
+
+
+def test_fetching_needs_the_token_and_a_safe_url(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    ref = "someone/tiles:" + "9f" * 32
+    code, _, err = run(
+        capsys, "--base-url", "http://127.0.0.1:9/v1", "--cache-dir", str(tmp_path), ref, environ={}
+    )
+    assert (code, err) == (
+        2,
+        f"kkiai-models: cannot get the schema of {ref}: KKIAI_API_TOKEN is not set, and the API answers only "
+        "with a token\n",
+    )
+    code, _, err = run(
+        capsys, "--base-url", "http://api.example.com/v1", ref, environ={"KKIAI_API_TOKEN": "t"}
+    )
+    assert code == 2 and "the API token would travel unencrypted" in err
+
+
+def test_the_sandbox_stand_in_is_shown(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    code, out, _ = run(
+        capsys, "--sandbox", "--cache-dir", str(tmp_path), "someone/painter:0123abcd", environ={}
+    )
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[5:]] == [
+        "prompt",
+        "width",
+        "height",
+        "num_outputs",
+        "seed",
+    ]

@@ -121,3 +121,31 @@ def test_wheel_install_runs_product_shots_offline_from_an_empty_folder(wheel: Pa
     again = json.loads((third / "again" / "run.json").read_text())
     assert {s["obtained"] for s in again["steps"].values()} == {"reused"}  # nothing paid again
     assert [s["key"] for s in again["steps"].values()] == [s["key"] for s in manifest["steps"].values()]
+
+    # kkiai-cache finds the same default cache (XDG_CACHE_HOME) and lists what the runs stored.
+    listed = subprocess.run(
+        [str(venv / "bin" / "kkiai-cache"), "ls", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert {e["key"] for e in json.loads(listed.stdout)} >= {s["key"] for s in manifest["steps"].values()}
+
+    # kkiai-runs from the wheel: the run and the sweep listed, index.html written beside them.
+    runs = subprocess.run(
+        [str(venv / "bin" / "kkiai-runs"), "--json", "outputs", "sweep"],
+        cwd=empty,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert runs.returncode == 0, runs.stderr
+    rows = json.loads(runs.stdout)
+    assert [(r["kind"], r["status"], r["created"]) for r in rows] == [
+        ("run", "succeeded", 3),
+        ("sweep", "succeeded", 12),
+    ]
+    assert (empty / "outputs" / "index.html").is_file()

@@ -294,6 +294,22 @@ def test_with_repay_expired_a_prediction_found_expired_is_paid_again_at_once(tmp
     run(tmp_path, scenario, repay_expired=True)
 
 
+def test_a_damaged_blob_of_an_expired_prediction_is_not_served_and_not_paid_for(tmp_path: Path) -> None:
+    async def scenario(w: World) -> None:
+        first = await w.purchaser.obtain(order())
+        assert (first.how, first.prediction.id) == ("created", "p1")
+        (stored,) = first.files
+        w.ledger.blob(stored.sha256).write_bytes(file_bytes("p1", 0)[:5])  # truncated
+        w.backend.expire("p1")
+        with pytest.raises(OutputsExpired) as caught:
+            await w.again().obtain(order())
+        assert caught.value.prediction_id == "p1"
+        assert (w.backend.stats.creates, w.backend.gets) == (1, ["p1"])  # asked by id, nothing created
+        assert (await w.state()).state == "expired"
+
+    run(tmp_path, scenario)
+
+
 # -- creates whose answer was lost -----------------------------------------------------------------
 
 

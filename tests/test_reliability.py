@@ -105,7 +105,7 @@ def test_cache_reuses_unchanged_steps_and_reruns_changed_ones(
     dry = kkiai_run(
         "pipeline=chain", "dry_run=true", *api_args(sandbox), cache, cwd=tmp_path, run_dir=tmp_path / "d"
     )
-    assert "5 steps, 0 predictions would be created." in dry.stdout
+    assert "5 steps: would create 0 predictions, 5 reused." in dry.stdout
     assert dry.stdout.count("    cache hit: prediction ") == 5
 
     second = kkiai_run("pipeline=chain", *api_args(sandbox), cache, cwd=tmp_path, run_dir=tmp_path / "r2")
@@ -126,7 +126,7 @@ def test_cache_reuses_unchanged_steps_and_reruns_changed_ones(
         cwd=tmp_path,
         run_dir=tmp_path / "d2",
     )
-    assert "5 steps, 3 predictions would be created." in dry.stdout
+    assert "5 steps: would create 3 predictions, 2 reused." in dry.stdout
     assert "    cache miss: it reads b, which will run first" in dry.stdout
     third = kkiai_run(
         "pipeline=chain", *api_args(sandbox), cache, change, cwd=tmp_path, run_dir=tmp_path / "r3"

@@ -11,8 +11,10 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
+from kkiai_pipeline import rundir
 from kkiai_pipeline.artifacts import Artifact
 from kkiai_pipeline.multirun import collect_jobs
+from kkiai_pipeline.pricing import Price
 from kkiai_pipeline.rundir import (
     JOURNAL,
     MANIFEST,
@@ -21,6 +23,7 @@ from kkiai_pipeline.rundir import (
     Totals,
     load_record,
     read_record,
+    step_json,
 )
 
 from .integration import kkiai_run
@@ -136,6 +139,43 @@ def test_a_written_record_with_items_and_outputs_is_valid(schema: dict[str, Any]
     reread = read_record(tmp_path).record
     assert reread is not None
     assert reread.steps["gen"] == step
+
+
+def test_a_step_is_written_as_asdict_writes_it_without_copying() -> None:
+    item = StepRecord("o/m", VERSION, index=3, item={"prompt": "x"}, input={"prompt": "x", "seed": [1]})
+    item.outputs = [Artifact("steps/gen/3/output_0.png", "http://x/a.png", "0" * 64, 3, "image/png")]
+    item.attempts = [{"prediction_id": "p", "status": "succeeded", "error": None}]
+    step = StepRecord("o/m", VERSION, depends_on=["a"], items=[item], metrics={"predict_time": 1.5})
+    assert step_json(step) == asdict(step)
+    assert step_json(step)["items"][0]["input"] is item.input  # read once by json.dumps, not copied
+
+
+def test_snapshots_of_a_large_foreach_cost_no_more_than_its_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rundir, "SNAPSHOT_INTERVAL", 0.0)  # by size alone: no clock lets it off
+    written: list[int] = []
+    write = rundir.write_json_atomic
+
+    def counted(path: Path, data: Any, *, indent: int | None = 2) -> int:
+        written.append(write(path, data, indent=indent))
+        return written[-1]
+
+    monkeypatch.setattr(rundir, "write_json_atomic", counted)
+    step = StepRecord("o/m", VERSION, items=[StepRecord("o/m", VERSION, index=i) for i in range(2000)])
+    record = a_run(tmp_path, gen=step)
+    record.note("gen")
+    for item in step.items:
+        item.start()
+        item.input, item.key = {"prompt": f"prompt {item.index}"}, f"{item.index:064d}"
+        item.succeed(outputs=[Artifact(f"steps/gen/{item.index}/output_0.png", "", "0" * 64, 3, "image/png")])
+        record.note("gen", item=item.index)
+    journal = (tmp_path / JOURNAL).stat().st_size
+    snapshots = written[1:]  # after the one of start()
+    assert 1 <= len(snapshots) < 20
+    assert sum(snapshots) <= 2 * journal  # each rewrite was paid for by as much journal
+    record.finish(interrupted=False)
+    assert read_record(tmp_path).record == record
 
 
 # -- reading what is there --------------------------------------------------------------------------
@@ -330,3 +370,48 @@ def test_totals_count_paid_and_reused_predictions_and_the_predict_time_paid(tmp_
         },
     )
     assert record.totals() == Totals(created=4, reused=2, predict_time=3.75)
+
+
+def test_totals_estimate_the_cost_of_what_was_paid_from_the_run_s_prices(tmp_path: Path) -> None:
+    def leaf(model: str, obtained: str, seconds: float | None = None) -> StepRecord:
+        step = StepRecord(model=model, version="v", obtained=obtained)  # type: ignore[arg-type]
+        step.metrics = {} if seconds is None else {"predict_time": seconds}
+        return step
+
+    fanned = StepRecord(model="o/flat", version="v")
+    fanned.items = [leaf("o/flat", "created"), leaf("o/flat", "reused"), leaf("o/flat", "reattached")]
+    steps = {"a": leaf("o/timed", "created", 10.0), "b": leaf("o/timed", "shared", 99.0), "c": fanned}
+    record = RunRecord(run_dir=tmp_path, pipeline="p", api={}, steps=steps)
+    assert record.totals().cost is None  # no prices: no estimate, not a cost of 0
+    record.prices = {"o/flat": Price(per_prediction=0.5), "o/timed": Price(per_second=0.01)}
+    assert record.totals() == Totals(created=3, reused=2, predict_time=10.0, cost=1.1)
+    assert record.cost_of(steps["a"]) == pytest.approx(0.1)
+    assert record.cost_of(steps["b"]) is None  # shared: paid for elsewhere
+    del record.prices["o/flat"]  # a paid prediction without a price: the total is unknown, not lower
+    assert record.totals().cost is None
+    record.prices["o/flat"] = Price(per_prediction=0.5)
+    steps["a"].metrics = {"predict_time": float("nan")}  # per second without a usable time
+    assert record.totals() == Totals(created=3, reused=2, predict_time=0.0, cost=None)
+    steps["a"].metrics = {"predict_time": 10.0}
+    # two failed attempts before a success: three predictions paid for; flat prices still add up, a
+    # per-second one without the failed ones' time cannot
+    fanned.items[0].attempts = [{"prediction_id": "p1", "status": "failed", "error": "E"}] * 2
+    assert record.totals() == Totals(created=5, reused=2, predict_time=10.0, cost=2.1)
+    steps["a"].attempts = [{"prediction_id": "p0", "status": "canceled", "error": "timed out"}]
+    assert record.totals() == Totals(created=6, reused=2, predict_time=10.0, cost=None)
+    steps["a"].attempts = [{"prediction_id": None, "status": "failed", "error": "refused"}]  # never created
+    assert record.totals().created == 5
+
+
+def test_prices_and_totals_are_written_and_read_back(schema: dict[str, Any], tmp_path: Path) -> None:
+    step = StepRecord("o/m", VERSION, obtained="created", metrics={"predict_time": 2.0})
+    record = a_run(tmp_path, gen=step)
+    record.prices = {"o/m": Price(per_second=0.25, expected_seconds=3.0)}
+    record.finish(interrupted=False)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert list(Draft202012Validator(schema).iter_errors(manifest)) == []
+    assert manifest["totals"] == {"created": 1, "reused": 0, "predict_time": 2.0, "cost": 0.5}
+    assert manifest["prices"] == {"o/m": {"per_prediction": 0.0, "per_second": 0.25, "expected_seconds": 3.0}}
+    reread = read_record(tmp_path)
+    assert reread.problems == ()
+    assert reread.record is not None and reread.record.totals().cost == 0.5

@@ -57,7 +57,14 @@ def refusal(data: dict[str, Any]) -> str:
 
 def test_the_api_group_declares_every_client_option_and_the_two_new_ones() -> None:
     client = {f.name for f in fields(ClientOptions)}
-    assert set(API.keys) == client | {"kind", "base_url", "token_env", "allow_insecure_http", "sandbox"}
+    assert set(API.keys) == client | {
+        "kind",
+        "base_url",
+        "token_env",
+        "allow_insecure_http",
+        "rate_scope",
+        "sandbox",
+    }
     assert {"list_lag_seconds", "clock_skew_seconds"} <= client
     assert ClientOptions().list_lag_seconds == 60.0
     assert ClientOptions().clock_skew_seconds == 300.0
@@ -417,3 +424,21 @@ def test_an_unwritable_sweep_directory_is_refused(tmp_path: Path) -> None:
     assert result.stderr == (
         "kkiai-run: error: hydra.sweep.dir is not a writable directory: /proc/kkiai-sweep (No such file or directory)\n"
     )
+
+
+# -- api.rate_scope -----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("registered")
+@pytest.mark.parametrize(("overrides", "scope"), [((), "process"), (("api.rate_scope=machine",), "machine")])
+def test_rate_scope_is_process_for_a_single_run_unless_set(
+    tmp_path: Path, environ: dict[str, str], overrides: tuple[str, ...], scope: str
+) -> None:
+    cfg = composed("pipeline=product_shots", *overrides)
+    settings = load_settings(cfg, environ=environ, run_dir=tmp_path / "run")
+    assert settings.api.rate_scope == scope
+
+
+def test_an_unknown_rate_scope_is_refused() -> None:
+    message = refusal({"api": {"rate_scope": "planet"}})
+    assert message == "api.rate_scope must be 'auto', 'process', 'machine' or 'cluster', not 'planet'"

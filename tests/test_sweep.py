@@ -84,8 +84,9 @@ def test_a_sweep_runs_the_product_of_the_values_concurrently(tmp_path: Path) -> 
     ends = [parse_timestamp(j["finished_at"]) for j in jobs]
     assert max(s for s in starts if s) < min(e for e in ends if e)
     rows = list(csv.DictReader((sweep_dir / "summary.csv").read_text().splitlines()))
-    assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
-    assert {r["status"] for r in rows} == {"succeeded"}
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3", "total"]
+    assert {r["status"] for r in rows[:-1]} == {"succeeded"}
+    assert [r["created"] for r in rows] == ["2", "2", "2", "2", "8"]  # nothing shared: every job paid
     assert "log" not in done.stdout
     for job in jobs:  # each job's log went to its own run.log
         log = (sweep_dir / job["run_dir"] / "run.log").read_text()

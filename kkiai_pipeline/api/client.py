@@ -287,6 +287,22 @@ class PredictionsClient:
         """Ask the API to cancel a prediction (retried like a poll: cancelling twice is harmless)."""
         return await self._prediction("POST", f"/predictions/{_checked_id(prediction_id)}/cancel")
 
+    async def model_version(self, owner: str, name: str, version: str) -> dict[str, Any]:
+        """``GET /models/{owner}/{name}/versions/{version}``: the version document with its
+        ``openapi_schema`` (retried like a poll; its answer capped like any other). Raises ApiError
+        for an error answer, or for one that is not a JSON object."""
+        for part in (owner, name, version):
+            if not _PATH_PART.fullmatch(part):
+                raise ApiError(
+                    f"refusing a malformed model reference part {clean_text(repr(part)[:40])}", status_code=0
+                )
+        path = f"/models/{owner}/{name}/versions/{version}"
+        response = await self._request("GET", path)
+        body = json_or_none(response)
+        if not isinstance(body, dict):
+            raise ApiError(f"GET {path}: the answer is not a JSON object", status_code=response.status_code)
+        return body
+
     def server_time(self, local: float) -> float:
         """Our wall-clock time ``local`` on the server's clock (as its ``Date`` headers last told)."""
         return local + self.server_offset
@@ -575,6 +591,10 @@ def _past_deadline(prediction: Prediction, failing: str | None = None) -> Deadli
     if failing:
         message += f" (the API was failing meanwhile: {failing})"
     return DeadlineExceeded(message, prediction=prediction)
+
+
+#: What an owner, a model name or a version may look like in a URL path (no '/', '..' or escapes).
+_PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def _checked_id(prediction_id: str) -> str:

@@ -11,10 +11,11 @@ Sharing. :func:`shared_limits` returns one :class:`RateLimits` pair per ``(base_
 the whole process, so every ``PredictionsClient`` talking to the same API with the same settings draws
 from the same buckets.
 
-Across processes nothing is coordinated: each process gets the full rate. A sweep that runs N processes
-against one account must give each ``1/N`` of the rates (``api.create_rate_per_minute``,
-``api.other_rate_per_minute``), or the account's limit is exceeded and the server's 429s (which the client
-retries, honouring ``retry_after``) take over.
+Across processes the buckets of :mod:`.ratescope` keep the same GCRA state elsewhere: in a file under
+the cache directory (processes on one machine) or in a Ray actor (the jobs of a Ray cluster). They
+implement :class:`Bucket` like :class:`TokenBucket` and share its arithmetic (:func:`gcra_reserve`,
+:func:`gcra_pause`), so the client cannot tell them apart. A process alone keeps the plain in-memory
+bucket: no syscall, no message per request.
 
 Downloads of output files are not API calls and are not limited here.
 """
@@ -25,8 +26,29 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 Clock = Callable[[], float]
+
+
+class Bucket(Protocol):
+    """What a request draws from: a reservation (seconds to wait) and a pause after the server's 429."""
+
+    def reserve(self) -> float: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+
+def gcra_reserve(tat: float, now: float, *, interval: float, tolerance: float) -> tuple[float, float]:
+    """One reservation of GCRA: ``(new tat, seconds to wait)`` from the theoretical arrival time ``tat``."""
+    tat = max(tat, now)
+    return tat + interval, max(tat - tolerance - now, 0.0)
+
+
+def gcra_pause(tat: float, now: float, *, seconds: float, tolerance: float) -> float:
+    """The ``tat`` that lets nothing go before ``seconds`` from ``now``, and no burst after that either
+    (the server has just shown we were too fast)."""
+    return max(tat, now + seconds + tolerance)
 
 
 class TokenBucket:
@@ -52,10 +74,9 @@ class TokenBucket:
         if not self._interval:
             return 0.0
         with self._lock:
-            now = self._clock()
-            tat = max(self._tat, now)
-            wait = max(tat - self._tolerance - now, 0.0)
-            self._tat = tat + self._interval
+            self._tat, wait = gcra_reserve(
+                self._tat, self._clock(), interval=self._interval, tolerance=self._tolerance
+            )
         return wait
 
     def pause(self, seconds: float) -> None:
@@ -63,16 +84,15 @@ class TokenBucket:
         if not self._interval or seconds <= 0:
             return
         with self._lock:
-            # No burst either once the pause is over: the server has just shown we were too fast.
-            self._tat = max(self._tat, self._clock() + seconds + self._tolerance)
+            self._tat = gcra_pause(self._tat, self._clock(), seconds=seconds, tolerance=self._tolerance)
 
 
 @dataclass(frozen=True)
 class RateLimits:
     """The pair of buckets one API needs: creates, and every other call."""
 
-    create: TokenBucket
-    other: TokenBucket
+    create: Bucket
+    other: Bucket
 
     @classmethod
     def new(
@@ -84,7 +104,7 @@ class RateLimits:
             TokenBucket(other_per_minute, burst=burst, clock=clock),
         )
 
-    def bucket(self, *, create: bool) -> TokenBucket:
+    def bucket(self, *, create: bool) -> Bucket:
         """The bucket a request draws from."""
         return self.create if create else self.other
 

@@ -1,11 +1,13 @@
-"""What one cell of a sweep grid shows: a job's chosen step, its first output, or why there is none."""
+"""What one cell of a sweep grid shows: for each chosen step of a job, its first output, or why there is
+none."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..rundir import RunRecord, StepRecord, read_record
+from ..rundir import Reading, RunRecord, StepRecord, read_record
 from .html import BAD_STATUSES, MediaKind, kind_of, output_file
 from .sweep import Job
 
@@ -33,9 +35,13 @@ class Cell:
     headline: str = "failed"
 
 
-def cell_for(job: Job, step: str | None) -> Cell:
-    """The cell of ``job``: its ``step``'s first output (``None``: the job's last step)."""
+def cells_for(job: Job, steps: Sequence[str]) -> tuple[Cell, ...]:
+    """The cells of ``job``, one per step of ``steps`` (empty: the job's last step), run.json read once."""
     reading = read_record(job.path)
+    return tuple(_cell(job, reading, step) for step in (steps or (None,)))
+
+
+def _cell(job: Job, reading: Reading, step: str | None) -> Cell:
     run = reading.record
     if run is None:
         return Cell(job.name, step or "", "no run", bad=True, note=_clip(reading.problem or ""))

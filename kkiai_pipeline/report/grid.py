@@ -1,14 +1,16 @@
 """The sweep grid: ``grid.html`` and ``grid.png`` at the root of a Hydra multirun.
 
 :mod:`.sweep` finds the jobs and lays them out on the swept keys, :mod:`.cells` decides what each job
-shows, and :mod:`.grid_html` and :mod:`.grid_png` draw the same layout as a page and as a picture.
+shows (one picture per chosen step), and :mod:`.grid_html` and :mod:`.grid_png` draw the same layout as
+a page and as a picture.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from .cells import cell_for
+from .cells import cells_for
 from .grid_html import render_grid
 from .grid_png import render_png, save_png
 from .html import write_text_atomic
@@ -18,19 +20,23 @@ GRID_HTML = "grid.html"
 GRID_PNG = "grid.png"
 
 
-def write_sweep_grid(sweep_dir: Path, *, step: str | None = None, max_cells: int = 400) -> tuple[Path, Path]:
+def write_sweep_grid(
+    sweep_dir: Path, *, step: Sequence[str] | str | None = None, max_cells: int = 400
+) -> tuple[Path, Path]:
     """Write ``sweep_dir/grid.html`` and ``sweep_dir/grid.png``; returns both paths.
 
-    Each cell shows the first output of ``step`` in one job (``None``: each job's last step). Only the
-    first ``max_cells`` jobs are drawn. Jobs without a run, failed steps, missing or non-image files
-    give marked or placeholder cells; only a failure to write the two files raises (``OSError``).
+    Each cell shows the first output of each step of ``step`` (a step id or several, side by side;
+    ``None``: each job's last step) in one job. Only the first ``max_cells`` jobs are drawn. Jobs
+    without a run, failed steps, missing or non-image files give marked or placeholder pictures; only
+    a failure to write the two files raises (``OSError``).
     """
+    steps = (step,) if isinstance(step, str) else tuple(step or ())
     jobs = read_jobs(sweep_dir)
     shown = jobs[: max(max_cells, 0)]
     plot = layout(shown, task_order(sweep_dir))
-    cells = {job.name: cell_for(job, step) for job in shown}
-    steps = sorted({cell.step for cell in cells.values() if cell.step})
-    step_label = step if step is not None else (", ".join(steps) or "the last step")
+    cells = {job.name: cells_for(job, steps) for job in shown}
+    found = sorted({cell.step for row in cells.values() for cell in row if cell.step})
+    step_label = ", ".join(steps) if steps else (", ".join(found) or "the last step")
     html_path, png_path = sweep_dir / GRID_HTML, sweep_dir / GRID_PNG
     page = render_grid(sweep_dir, plot, cells, step=step_label, shown=len(shown), total=len(jobs))
     write_text_atomic(html_path, page)

@@ -1,7 +1,8 @@
 """``grid.png``: the sweep as one picture, in the manner of AUTOMATIC1111's X/Y/Z plot.
 
 X values label the columns, Y values the rows, and each Z value gets a titled block of its own, stacked
-top to bottom. A cell holds a thumbnail of the job's chosen output (an animation's first frame);
+top to bottom. A cell holds a thumbnail of the job's chosen output (an animation's first frame), or one
+per chosen step side by side;
 a failed cell is red with its status and error, and anything that cannot be drawn (a video, a missing
 or unreadable file, a job without a run) is a labelled grey placeholder.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
@@ -32,11 +33,14 @@ _BAD_FILL, _BAD_INK = STATUS_COLORS["failed"]
 
 
 class _Painter:
-    """Sizes and fonts for one picture; cells are ``size`` pixels square."""
+    """Sizes and fonts for one picture; a cell holds ``per_cell`` pictures of ``size`` pixels square,
+    ``width`` pixels in all."""
 
-    def __init__(self, plot: Plot, blocks: int) -> None:
-        cols, rows = len(plot.columns), len(plot.rows) * blocks
+    def __init__(self, plot: Plot, blocks: int, per_cell: int = 1) -> None:
+        cols, rows = len(plot.columns) * per_cell, len(plot.rows) * blocks
         self.size = max(48, min(256, _MAX_SIDE // max(cols, 1), _MAX_SIDE // max(rows, 1)))
+        self.per_cell = per_cell
+        self.width = per_cell * self.size + (per_cell - 1) * GAP
         scale = max(self.size, 128) / 256
         self.font = _font(round(15 * scale))
         self.small = _font(round(12 * scale))
@@ -45,16 +49,17 @@ class _Painter:
         self.small_line = _line_height(self.small)
 
 
-def render_png(plot: Plot, cells: Mapping[str, Cell], *, title: str) -> Image.Image:
-    """The whole picture for ``plot``; ``cells`` maps job names to what they show."""
-    paint = _Painter(plot, max(len(plot.grids), 1))
+def render_png(plot: Plot, cells: Mapping[str, Sequence[Cell]], *, title: str) -> Image.Image:
+    """The whole picture for ``plot``; ``cells`` maps job names to what they show (a picture per step)."""
+    per_cell = max((len(row) for row in cells.values()), default=1)
+    paint = _Painter(plot, max(len(plot.grids), 1), max(per_cell, 1))
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     label_w = _row_label_width(scratch, plot, paint)
     head_h = _column_label_lines(scratch, plot, paint) * paint.line + 2 * GAP if plot.x else 0
     block_title_h = paint.line + 3 * GAP if plot.z else 0
     block_h = block_title_h + head_h + len(plot.rows) * (paint.size + GAP) + MARGIN
     title_h = _line_height(paint.title_font) + 2 * MARGIN
-    width = 2 * MARGIN + label_w + len(plot.columns) * (paint.size + GAP)
+    width = 2 * MARGIN + label_w + len(plot.columns) * (paint.width + GAP)
     title = _drawable(title, paint.title_font)
     width = max(width, int(scratch.textlength(title, font=paint.title_font)) + 2 * MARGIN)
     height = title_h + max(len(plot.grids), 1) * block_h
@@ -86,7 +91,7 @@ def _block(
     draw: ImageDraw.ImageDraw,
     plot: Plot,
     grid: Grid,
-    cells: Mapping[str, Cell],
+    cells: Mapping[str, Sequence[Cell]],
     paint: _Painter,
     *,
     top: int,
@@ -99,20 +104,22 @@ def _block(
         draw.text((MARGIN, top + GAP), caption, font=paint.font, fill=_INK)
         top += paint.line + 3 * GAP
     left = MARGIN + label_w
-    step = paint.size + GAP
+    across, down = paint.width + GAP, paint.size + GAP
     for c, value in enumerate(plot.columns):
-        lines = _wrap(draw, _label(plot.x, value), paint.font, paint.size, 3)
-        _lines(draw, lines, (left + c * step, top + head_h - GAP - len(lines) * paint.line), paint)
+        lines = _wrap(draw, _label(plot.x, value), paint.font, paint.width, 3)
+        _lines(draw, lines, (left + c * across, top + head_h - GAP - len(lines) * paint.line), paint)
     top += head_h
     for r, value in enumerate(plot.rows):
-        y = top + r * step
+        y = top + r * down
         fits = max(paint.size // paint.line, 1)
         lines = _wrap(draw, _label(plot.y, value), paint.font, label_w - GAP, fits)
         _lines(draw, lines, (MARGIN, y + (paint.size - len(lines) * paint.line) // 2), paint)
         for c in range(len(plot.columns)):
             job = grid.cells.get((r, c))
-            cell = cells.get(job.name) if job else None
-            _cell(picture, draw, cell, (left + c * step, y), paint)
+            row = cells.get(job.name) if job else None
+            for i in range(paint.per_cell):
+                cell = row[i] if row and i < len(row) else None
+                _cell(picture, draw, cell, (left + c * across + i * (paint.size + GAP), y), paint)
 
 
 def _cell(
@@ -192,7 +199,7 @@ def _row_label_width(draw: ImageDraw.ImageDraw, plot: Plot, paint: _Painter) -> 
 
 
 def _column_label_lines(draw: ImageDraw.ImageDraw, plot: Plot, paint: _Painter) -> int:
-    return max(len(_wrap(draw, _label(plot.x, v), paint.font, paint.size, 3)) for v in plot.columns)
+    return max(len(_wrap(draw, _label(plot.x, v), paint.font, paint.width, 3)) for v in plot.columns)
 
 
 def _label(axis: Axis | None, value: str) -> str:

@@ -78,6 +78,22 @@ table.grid td.bad{background:#ffebe9;outline:3px solid #cf222e;outline-offset:-3
 table.grid td .placeholder{margin:auto}
 .cellnote{font-size:11px;color:#57606a;max-width:256px;margin:4px auto 0;overflow-wrap:anywhere}
 td.bad .cellnote{color:#a40e26}
+.cellrow{display:flex;gap:6px;justify-content:center}.cellrow figcaption{text-align:center}
+.lightbox{display:none;position:fixed;inset:0;z-index:10;background:rgba(15,17,20,.88)}
+.lightbox:target{display:block}.lightbox .shut{position:absolute;inset:16px 16px 44px;display:flex;
+ align-items:center;justify-content:center}
+.lightbox .full{max-width:100%;max-height:100%;background:#fff}
+.lightnote{position:absolute;left:0;right:0;bottom:0;margin:0;padding:10px;text-align:center;color:#f6f8fa}
+.lightnote a{color:#9ecbff}
+details.logs{margin:8px 0}details.logs summary{cursor:pointer;color:#424a53}
+pre.log{max-height:360px;overflow:auto;background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;
+ padding:8px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
+table.items{margin-top:8px;width:100%}
+table.items th,table.items td{border-top:1px solid #d8dee4;padding:4px 8px 4px 0;text-align:left;
+ vertical-align:top}
+table.items .thumb{max-width:128px;max-height:128px}table.items .outputs{margin-top:0;gap:6px}
+table.items tr.failed,table.items tr.aborted,table.items tr.unresolved,table.items tr.canceled{
+ background:#fffafa}
 """
 
 

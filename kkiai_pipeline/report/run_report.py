@@ -31,6 +31,7 @@ from .html import (
     short_value,
     write_text_atomic,
 )
+from .items import cost_row, items_table, logs_block, totals_rows
 
 REPORT = "report.html"
 
@@ -68,7 +69,7 @@ def _steps(run: RunRecord) -> list[str]:
     known = _known_outputs(run)
     nodes = [Node(sid, s.depends_on, s.status, s.model, anchors[sid]) for sid, s in run.steps.items()]
     parts = [f'<h2>Steps</h2><div class="dag">{dag_svg(nodes)}</div>']
-    parts += [_step(run.run_dir, sid, step, anchors[sid], known) for sid, step in run.steps.items()]
+    parts += [_step(run, sid, step, anchors[sid], known) for sid, step in run.steps.items()]
     return parts
 
 
@@ -84,11 +85,12 @@ def _summary(run: RunRecord) -> str:
         ("started", esc(run.started_at or "")),
         ("finished", esc(run.finished_at or "")),
         ("duration", esc(_duration(run.started_at, run.finished_at))),
+        *totals_rows(run),
     ]
     return kv_table([(k, v) for k, v in rows if v])
 
 
-def _step(run_dir: Path, sid: str, step: StepRecord, anchor: str, known: Mapping[str, str]) -> str:
+def _step(run: RunRecord, sid: str, step: StepRecord, anchor: str, known: Mapping[str, str]) -> str:
     css = "step bad" if step.status in BAD_STATUSES else f"step {esc(step.status)}"
     head = (
         f'<header><h3>{esc(sid)}</h3>{badge(step.status)}<span class="mono">{esc(step.model)}</span></header>'
@@ -99,12 +101,15 @@ def _step(run_dir: Path, sid: str, step: StepRecord, anchor: str, known: Mapping
         error = f'<div class="error{note}">{esc(step.error)}</div>'
     columns = (
         f'<div class="cols"><div><strong>Inputs sent</strong>{_inputs(step, known)}</div>'
-        f"<div><strong>Prediction</strong>{_details(step)}</div></div>"
+        f"<div><strong>Prediction</strong>{_details(run, step)}{logs_block(run.run_dir, step)}</div></div>"
     )
-    return f'<section id="{anchor}" class="{css}">{head}{error}{columns}{_outputs(run_dir, step)}</section>'
+    shown = items_table(run, sid, step) if step.items else _outputs(run.run_dir, step)
+    return f'<section id="{anchor}" class="{css}">{head}{error}{columns}{shown}</section>'
 
 
 def _inputs(step: StepRecord, known: Mapping[str, str]) -> str:
+    if step.items:
+        return '<p class="muted">one input per item: see the items below</p>'
     if step.input is None:
         return '<p class="muted">nothing was sent</p>'
     rows = []
@@ -116,7 +121,7 @@ def _inputs(step: StepRecord, known: Mapping[str, str]) -> str:
     return kv_table(rows) if rows else '<p class="muted">no inputs</p>'
 
 
-def _details(step: StepRecord) -> str:
+def _details(run: RunRecord, step: StepRecord) -> str:
     rows = [
         ("model", esc(step.model)),
         ("version", f'<span class="mono">{esc(step.version)}</span>'),
@@ -129,6 +134,7 @@ def _details(step: StepRecord) -> str:
         ("created", esc(step.created_at or "")),
         ("queued", esc(_duration(step.created_at, step.started_at))),
         ("ran", esc(_duration(step.started_at, step.completed_at))),
+        cost_row(run, step),
     ]
     rows += [(f"metrics.{k}", esc(short_value(v))) for k, v in step.metrics.items()]
     if len(step.attempts) > 1:

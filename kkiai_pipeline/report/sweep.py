@@ -144,9 +144,12 @@ def _common(jobs: Sequence[Job], varying: set[str]) -> dict[str, str]:
 
 def _job_overrides(job_dir: Path) -> dict[str, str]:
     raw = _load_yaml(job_dir / ".hydra" / "overrides.yaml")
-    if not isinstance(raw, list):
-        return {}
-    pairs = (item.split("=", 1) for item in raw if isinstance(item, str) and "=" in item)
+    return parse_overrides(raw) if isinstance(raw, list) else {}
+
+
+def parse_overrides(items: Sequence[Any]) -> dict[str, str]:
+    """Hydra's ``key=value`` overrides as ``key -> value`` (prefixes dropped, values unescaped)."""
+    pairs = (item.split("=", 1) for item in items if isinstance(item, str) and "=" in item)
     return {_key(key): _unescape(value) for key, value in pairs}
 
 

@@ -10,7 +10,8 @@
 
 Modules: ``config`` (SandboxConfig), ``app`` (routes), ``store`` (predictions and their lifecycle),
 ``wire`` (the JSON sent), ``openapi`` (version documents), ``inputs`` (input checks and files),
-``models`` and ``imaging`` (the stand-in models), ``stats`` (request and duplicate counters),
+``models`` and ``imaging`` (the stand-in models), ``generic`` (the stand-in for models outside the
+catalog), ``stats`` (request and duplicate counters),
 ``faults`` (injected faults), ``drops`` (dropping connections), ``ratelimits`` (per-minute windows and
 their headers), ``deadlines`` (``Cancel-After``), ``server`` and ``cli``.
 

@@ -6,7 +6,8 @@
     GET  /replicate/v1/predictions                         list, newest first
     GET  /replicate/v1/predictions/{id}                    get
     POST /replicate/v1/predictions/{id}/cancel             cancel
-    GET  /replicate/v1/models/{owner}/{name}/versions/{v}  version + Cog OpenAPI schema
+    GET  /replicate/v1/models/{owner}/{name}/versions/{v}  version + Cog OpenAPI schema (a model outside
+                                                           the catalog: the generic stand-in's, generic.py)
     GET  /files/{id}/{name}                                output files (no auth, like replicate.delivery)
     GET  /sandbox/stats    POST /sandbox/reset             counters for tests
 
@@ -44,6 +45,7 @@ from .config import SandboxConfig
 from .database import Database, decode_cursor, encode_cursor
 from .drops import Connections, Drop
 from .faults import Faults
+from .generic import generic_model
 from .openapi import version_json
 from .ratelimits import Bucket, Quota, RateLimiter
 from .records import FileRef, Prediction
@@ -144,7 +146,7 @@ class SandboxApi:
             return None
         model = self.catalog.find(version)
         if model is None or not version.endswith(model.version):
-            return None
+            return generic_model(version, self.catalog)
         return model
 
     def _prepare(self, model: ModelSpec, input: dict[str, Any]) -> tuple[dict[str, bytes], str | None, bool]:
@@ -309,8 +311,11 @@ class SandboxApi:
         if not self._authorized(request):
             return problem_response(wire.unauthenticated())
         params = request.path_params
-        model = self.catalog.find(params["version"])
-        if model is None or model.ref != f"{params['owner']}/{params['name']}":
+        ref = f"{params['owner']}/{params['name']}"
+        model = self.catalog.find(params["version"]) or generic_model(
+            f"{ref}:{params['version']}", self.catalog
+        )
+        if model is None or model.ref != ref:
             return problem_response(wire.not_found())
         return JSONResponse(version_json(model))
 
@@ -439,8 +444,9 @@ def _input_type_problem(input: Any) -> list[dict[str, Any]]:
 
 
 def _by_version(catalog: Catalog, version: str) -> ModelSpec | None:
+    """The model of a stored prediction: a catalog model by its hash, a generic one by its full ref."""
     model = catalog.find(version)
-    return model if model is not None and model.version == version else None
+    return model if model is not None and model.version == version else generic_model(version, catalog)
 
 
 def create_app(config: SandboxConfig | None = None, *, catalog: Catalog | None = None) -> Starlette:

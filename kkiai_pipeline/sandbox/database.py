@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import ModelSpec
+from .generic import stored_version
 from .models import OutputFile
 from .records import FileRef, Outcome, Prediction
 
@@ -179,7 +180,7 @@ class Database:
         """Records a new prediction."""
         values = (
             p.id,
-            p.model.version,
+            stored_version(p.model),
             json.dumps(p.input, separators=(",", ":")),
             p.seed,
             p.steps,

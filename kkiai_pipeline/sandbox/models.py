@@ -27,6 +27,7 @@ from PIL import Image, ImageFilter
 
 from ..catalog import ModelSpec
 from . import imaging
+from .generic import is_generic
 
 # lucataco/cog-flux-*-lora: ASPECT_RATIOS
 FLUX_SIZES = {
@@ -135,7 +136,7 @@ def predict(
     model: ModelSpec, input: Mapping[str, Any], *, seed: int, files: Mapping[str, bytes]
 ) -> list[OutputFile]:
     """Runs the stand-in for ``model``; raises ModelError when the input cannot work."""
-    runner = _RUNNERS.get(model.name, _generate)
+    runner = _generate if is_generic(model) else _RUNNERS.get(model.name, _generate)
     return runner(Job(model=model, params=with_defaults(model, input), seed=seed, files=files))
 
 

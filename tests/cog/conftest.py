@@ -84,6 +84,7 @@ class CogServers:
     failing: CogServer
     sleepy: CogServer  # never leaves STARTING
     broken: CogServer  # SETUP_FAILED
+    swatch: CogServer  # a model outside the catalog, with a schema (bounds and choices)
 
 
 def free_port() -> int:
@@ -144,7 +145,7 @@ def cog_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CogServers
     root = tmp_path_factory.mktemp("cog")
     with ExitStack() as stack:
         servers = {}
-        for name in ("rembg", "slow", "failing", "sleepy", "broken"):
+        for name in ("rembg", "slow", "failing", "sleepy", "broken", "swatch"):
             server = start_coglet(name, root / name)
             stack.callback(server.stop)
             servers[name] = server

@@ -5,6 +5,7 @@ assumptions. It speaks HTTP/1.1 itself (``asyncio`` streams + ``h11``) on 127.0.
 thread, which gives full control of the wire: an answer can be withheld, cut short or replaced.
 
 Routes: ``POST /v1/predictions`` (``Prefer: wait=N``, ``Cancel-After``), ``GET /v1/predictions/{id}``,
+``GET /v1/models/{owner}/{name}/versions/{version}`` (the models of ``Knobs.versions``),
 ``POST /v1/predictions/{id}/cancel``, ``GET /v1/predictions`` (newest first, ``cursor``,
 ``created_after``) and ``GET /files/{id}/{n}.png`` (small deterministic PNGs). Every answer carries a
 ``Date`` header on the server's (possibly skewed) clock. A prediction is ``starting`` for
@@ -167,6 +168,8 @@ class Knobs:
     data_ttl: float | None = None  # this long after completing, output and files are removed
     kill: KillHook | None = None
     rewrite: dict[str, Rewrite] = field(default_factory=dict)  # route -> hostile answers (see Answer)
+    # Models outside the table above: version hash -> (owner/name, its OpenAPI schema); list outputs.
+    versions: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -188,6 +191,7 @@ class Counters:
     stray: int = 0  # requests for paths that are neither the API's nor the file host's
     stray_with_auth: int = 0
     stray_paths: list[str] = field(default_factory=list)
+    version_gets: int = 0  # GET /v1/models/{owner}/{name}/versions/{version}, answered or not
 
     def duplicates(self) -> int:
         """Creates beyond one per distinct (version, input): what a careful client never pays for."""
@@ -435,6 +439,8 @@ class FakeApi:
         if parts[0] == "files" and method == "GET" and len(parts) == 3:
             route.append("file")
             return self._file(parts[1], parts[2], authorized="authorization" in headers)
+        if parts[:2] == ["v1", "models"] and method == "GET" and len(parts) == 6 and parts[4] == "versions":
+            return self._version(parts[2], parts[3], parts[5], authorized=headers.get("authorization"))
         if parts[0] != "v1" or len(parts) < 2 or parts[1] != "predictions":
             with self._lock:
                 self.counters.stray += 1
@@ -476,7 +482,7 @@ class FakeApi:
                 self.counters.rejected += 1
             return _problem(422, "- version and input are required\n", title="Input validation failed")
         version = version_ref.rpartition(":")[2]
-        if version not in MODELS:
+        if version not in MODELS and version not in self.knobs.versions:
             with self._lock:
                 self.counters.rejected += 1
             return _problem(
@@ -507,7 +513,8 @@ class FakeApi:
         return _json(201, view)
 
     def _make(self, version: str, input: dict[str, Any], cancel_after: str | None) -> _Prediction:
-        knobs, model = self.knobs, MODELS[version]
+        knobs = self.knobs
+        model = MODELS[version] if version in MODELS else knobs.versions[version][0]
         with self._lock:
             self.counters.creates += 1
             self.counters.by_input[(version, canonical(input))] += 1
@@ -576,6 +583,19 @@ class FakeApi:
             next_url = f"{self.base_url}/predictions?{urlencode(params)}"
         results = [self._view(p) for p in page]
         return _json(200, {"previous": None, "next": next_url, "results": results})
+
+    def _version(self, owner: str, name: str, version: str, *, authorized: str | None) -> _Reply:
+        with self._lock:
+            self.counters.version_gets += 1
+        if authorized != f"Bearer {self.knobs.token}":
+            return _problem(401, "You did not pass a valid authentication token", title="Unauthenticated")
+        known = self.knobs.versions.get(version)
+        if known is None or known[0] != f"{owner}/{name}":
+            return _problem(404, "Not found")
+        created = rfc3339(self.now())
+        return _json(
+            200, {"id": version, "created_at": created, "cog_version": "0.9.4", "openapi_schema": known[1]}
+        )
 
     def _file(self, prediction_id: str, name: str, *, authorized: bool) -> _Reply:
         with self._lock:

@@ -285,3 +285,16 @@ def test_requests_outside_the_api_are_counted_as_stray(fake: FakeApi, api: httpx
         1,
         ["/admin/users"],
     )
+
+
+def test_model_versions_of_its_extra_models(fake: FakeApi, api: httpx.Client) -> None:
+    schema = {"components": {"schemas": {"Input": {"properties": {}}}}}
+    fake.knobs.versions = {"ab12": ("someone/tiles", schema)}
+    found = api.get("/models/someone/tiles/versions/ab12")
+    assert (found.status_code, found.json()["id"], found.json()["openapi_schema"]) == (200, "ab12", schema)
+    assert api.get("/models/someone/other/versions/ab12").status_code == 404
+    assert (
+        httpx.get(f"{fake.base_url}/models/someone/tiles/versions/ab12", trust_env=False).status_code == 401
+    )
+    created = api.post("/predictions", json={"version": "someone/tiles:ab12", "input": {}})
+    assert (created.status_code, fake.counters.version_gets, fake.counters.stray) == (201, 3, 0)

@@ -8,8 +8,10 @@ JavaScript error and ask for nothing but ``file:`` and ``data:`` URLs.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,8 +26,10 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# Lazy images the page does not show (a grid's full-size views, until opened) are not fetched: not counted.
 _MEDIA_STATE = """() => ({
-  images: Array.from(document.images).map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0})),
+  images: Array.from(document.images).filter(i => i.loading !== 'lazy' || i.checkVisibility())
+    .map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0})),
   videos: Array.from(document.querySelectorAll('video')).map(v => ({src: v.getAttribute('src'), ok: v.readyState >= 1 && !v.error})),
 })"""
 _VIDEOS_SETTLED = (
@@ -43,6 +47,7 @@ class PageCheck:
     console_errors: list[str] = field(default_factory=list)
     outside_requests: list[str] = field(default_factory=list)
     title: str = ""
+    then: Any = None  # what the ``then`` step of check_page returned
 
 
 def require_chromium() -> None:
@@ -52,8 +57,13 @@ def require_chromium() -> None:
         pytest.skip("Debian's chromium is not installed (CI installs it: apt-get install chromium)")
 
 
-def check_page(page_file: Path, *, screenshot: Path, profile: Path) -> PageCheck:
-    """Open ``page_file`` headless with a fresh profile, check it, and save a full-page screenshot."""
+def check_page(
+    page_file: Path, *, screenshot: Path, profile: Path, then: Callable[[Any], Any] | None = None
+) -> PageCheck:
+    """Open ``page_file`` headless with a fresh profile, check it, and save a full-page screenshot.
+
+    ``then`` (given the Playwright page) runs after the checks, before the screenshot: a click, say;
+    what it returns is kept in ``then``, and the screenshot is then of the viewport."""
     from playwright.sync_api import sync_playwright
 
     seen = PageCheck()
@@ -75,7 +85,9 @@ def check_page(page_file: Path, *, screenshot: Path, profile: Path) -> PageCheck
             page.wait_for_function(_VIDEOS_SETTLED)
             state = page.evaluate(_MEDIA_STATE)
             seen.title = page.title()
-            page.screenshot(path=str(screenshot), full_page=True)
+            if then is not None:
+                seen.then = then(page)
+            page.screenshot(path=str(screenshot), full_page=then is None)
         finally:
             context.close()
     seen.images, seen.videos = len(state["images"]), len(state["videos"])

@@ -92,7 +92,7 @@ def test_failed_cells_are_marked_in_both(tmp_path: Path) -> None:
     assert red_pixels(clean / "grid.png") == 0
     root = sweep(tmp_path / "failing", 2, failing={1: "failed", 3: "canceled"}, no_run=[2])
     page = html_of(root)
-    assert page.count('<td class="bad">') == 3
+    assert page.count('<td class="bad" ') == 3
     assert "generate failed: E1000 boom" in page  # the cause, not only the skipped step's note
     assert "<strong>canceled</strong>" in page and "<strong>failed</strong>" in page
     assert "no run.json (the run did not start)" in page
@@ -177,7 +177,7 @@ def test_many_cells_keep_the_picture_bounded(tmp_path: Path) -> None:
 def test_an_unresolved_job_is_marked_like_a_failed_one(tmp_path: Path) -> None:
     root = sweep(tmp_path, 1, failing={1: "unresolved"})
     page = html_of(root)
-    assert page.count('<td class="bad">') == 1
+    assert page.count('<td class="bad" ') == 1
     assert "<strong>unresolved</strong>" in page
     assert "generate unresolved: E1000 boom" in page
     assert "1 failed" in page

@@ -207,3 +207,26 @@ def test_version_documents_say_required_and_iterator(api: httpx.Client) -> None:
 def test_unknown_version_is_404(api: httpx.Client, path: str) -> None:
     response = api.get(path)
     assert (response.status_code, response.json()) == (404, {"detail": "Not found.", "status": 404})
+
+
+def test_a_model_it_does_not_know_is_a_generic_stand_in_with_a_schema(
+    api: httpx.Client, wait_done: Wait
+) -> None:
+    ref = "someone/painter:0123abcd"
+    body = api.get("/models/someone/painter/versions/0123abcd").json()
+    assert body["id"] == "0123abcd"
+    schemas = body["openapi_schema"]["components"]["schemas"]
+    assert list(schemas["Input"]["properties"]) == ["prompt", "width", "height", "num_outputs", "seed"]
+    assert (schemas["Input"]["required"], schemas["Input"]["properties"]["width"]["maximum"]) == (
+        ["prompt"],
+        2048,
+    )
+    input = {"prompt": "a cube", "width": 64, "height": 80, "num_outputs": 2}
+    created = api.post("/predictions", json={"version": ref, "input": input})
+    assert created.status_code == 201, created.text
+    done = wait_done(api, created.json()["id"])
+    assert (done["status"], done["model"], done["version"]) == ("succeeded", "someone/painter", "0123abcd")
+    assert fetch_image(done["output"][1]).size == (64, 80)
+    refused = api.post("/predictions", json={"version": ref, "input": {"prompt": "a", "width": 5}})
+    assert refused.status_code == 422
+    assert refused.json()["invalid_fields"][0]["field"] == "input.width"

@@ -76,6 +76,15 @@ def test_a_later_sandbox_serves_earlier_predictions_and_their_files(tmp_path: Pa
         assert [p["id"] for p in client.get("/predictions").json()["results"]] == [prediction_id]
 
 
+def test_a_later_sandbox_serves_earlier_predictions_of_a_generic_model(tmp_path: Path) -> None:
+    config = SandboxConfig(store=str(tmp_path), **QUICK)
+    with serve_in_thread(config) as first, client_of(first) as client:
+        before = finished(client, create(client, "someone/painter:0123abcd"))
+    with serve_in_thread(config) as second, client_of(second) as client:
+        after = client.get(f"/predictions/{before['id']}").json()
+    assert (after["status"], after["model"], after["version"]) == ("succeeded", "someone/painter", "0123abcd")
+
+
 def test_a_file_url_of_a_stopped_sandbox_is_still_an_input(tmp_path: Path) -> None:
     config = SandboxConfig(store=str(tmp_path), **QUICK)
     with serve_in_thread(config) as first, client_of(first) as client:
