@@ -167,19 +167,36 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
 def check_writable(key: str, directory: Path) -> None:
     """Raise ConfigError naming ``key`` unless ``directory`` can be created and written.
 
-    Directories this creates are removed again: the run makes them when it needs them.
+    Directories this creates are removed again: the run makes them when it needs them. Another process
+    checking the same new directory at the same moment may remove it under this one: then it looks again.
     """
-    if directory.is_dir():
-        # An existing directory is only asked: a probe file would touch a run directory that may
-        # belong to another run (which must find it unchanged).
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise ConfigError(f"{key} is not a writable directory: {directory} (permission denied)")
-        return
+    for _ in range(5):
+        if directory.is_dir():
+            # An existing directory is only asked: a probe file would touch a run directory that may
+            # belong to another run (which must find it unchanged).
+            if os.access(directory, os.W_OK | os.X_OK):
+                return
+            if directory.is_dir():
+                raise ConfigError(f"{key} is not a writable directory: {directory} (permission denied)")
+            continue  # removed meanwhile by another process's check
+        if _probe(key, directory):
+            return
+    raise ConfigError(f"{key} is not a writable directory: {directory} (it keeps disappearing)")
+
+
+def _probe(key: str, directory: Path) -> bool:
+    """Create ``directory`` and write a file in it, then remove what this made; False when the
+    directory vanished on the way (another process removed its own probe's directories)."""
     created = [p for p in (directory, *directory.parents) if not p.exists()]
     probe = directory / f".kkiai-write-probe-{os.getpid()}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
+        try:
+            probe.write_bytes(b"")
+        except FileNotFoundError:
+            if not directory.exists():
+                return False
+            raise
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"{key} is not a writable directory: {directory} ({exc.strerror or exc})") from exc
@@ -189,6 +206,7 @@ def check_writable(key: str, directory: Path) -> None:
                 path.rmdir()
             except OSError:
                 break
+    return True
 
 
 _ENUMERABLE_SWEEPS = (ValueType.CHOICE_SWEEP, ValueType.SIMPLE_CHOICE_SWEEP, ValueType.RANGE_SWEEP)

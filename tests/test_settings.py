@@ -442,3 +442,26 @@ def test_rate_scope_is_process_for_a_single_run_unless_set(
 def test_an_unknown_rate_scope_is_refused() -> None:
     message = refusal({"api": {"rate_scope": "planet"}})
     assert message == "api.rate_scope must be 'auto', 'process', 'machine' or 'cluster', not 'planet'"
+
+
+def test_a_new_directory_removed_by_another_process_s_check_is_looked_at_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two kkiai-run processes checking one new cache_dir: the other one's check made the directory and
+    # removes it again between this one's "is it there?" and "may I write it?".
+    directory = tmp_path / "cache"
+    directory.mkdir()
+    asked: list[str] = []
+    real_access = os.access
+
+    def access(path: Any, mode: int) -> bool:
+        asked.append(str(path))
+        if len(asked) == 1:
+            Path(path).rmdir()
+            return False
+        return real_access(path, mode)
+
+    monkeypatch.setattr(os, "access", access)
+    check_writable("cache_dir", directory)  # no "permission denied"
+    assert asked == [str(directory)]  # the second look found it gone and probed by writing instead
+    assert not directory.exists()  # what the probe made, it removed
