@@ -55,6 +55,7 @@ from .errors import (
 from .prediction import PREDICTION_ID, Prediction, parse_prediction, parse_timestamp
 from .ratelimit import RateLimits, shared_limits
 from .retries import RetryPolicy, Verdict, exception_verdict, server_delay, status_verdict
+from .transport import ShardedClient
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,8 @@ class PredictionsClient:
         limits = httpx.Limits(
             max_connections=None, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_SECONDS
         )
-        self._http = httpx.AsyncClient(headers=headers, timeout=timeout, transport=transport, limits=limits)
+        # Several small connection pools rather than one large one (see .transport).
+        self._http = ShardedClient(headers=headers, timeout=timeout, transport=transport, limits=limits)
 
     reattach = True  # any process can follow a prediction by id
     lookup = True  # GET /predictions lists what was created
