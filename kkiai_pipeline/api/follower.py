@@ -10,11 +10,12 @@ first, each as a GET would (status, output, error, metrics), so one page can ans
 
 - While fewer than ``LIST_FROM`` predictions are being waited for, or the API has no usable list, the
   prediction is polled on its own (``GET /predictions/{id}``), exactly as before.
-- From ``LIST_FROM`` on, it joins the next *sweep*: the list paged from the newest prediction down to
-  the oldest one waited for (``created_after``, the server's own ``created_at``), which answers every
-  prediction that joined it. Sweeps start at least ``interval`` apart: ``max_poll_interval``, or longer
-  when that many pages would take more than ``LIST_SHARE`` of ``other_rate_per_minute``, so that
-  creates' lookups, cancels and other processes keep the rest of the budget.
+- From ``LIST_FROM`` on, it joins the next *sweep*: the list paged over the span of the predictions
+  waited for (``created_before`` the newest, ``created_after`` the oldest, by the server's own
+  ``created_at``; newer predictions, still held by their creates' ``Prefer: wait``, are left out),
+  which answers every prediction that joined it. Sweeps start at least ``interval`` apart:
+  ``max_poll_interval``, or longer when that many pages would take more than ``LIST_SHARE`` of
+  ``other_rate_per_minute``, so that lookups, cancels and other processes keep the rest of the budget.
 - A prediction the sweep did not show (the list lags behind creates; the list is longer than
   ``MAX_SWEEP_PAGES``; the item is unusable; a ``succeeded`` item without its output) is polled on its
   own, so nothing is ever decided on less than a GET would have told.
@@ -155,9 +156,10 @@ class Follower:
     async def _sweep(self, wanted: dict[str, Prediction]) -> dict[str, Prediction]:
         """Page the list down to the oldest prediction wanted; the wanted ones it shows, parsed."""
         self.stats.sweeps += 1
-        oldest = min(created for p in wanted.values() if (created := _created(p)) is not None)
-        since = oldest - timedelta(seconds=1)  # created_at may be rounded
-        params = {"created_after": since.isoformat().replace("+00:00", "Z")}
+        times = [created for p in wanted.values() if (created := _created(p)) is not None]
+        margin = timedelta(seconds=1)  # created_at may be rounded
+        # Only the span of the predictions waited for: not the newest, still held by their creates.
+        params = {"created_after": _iso(min(times) - margin), "created_before": _iso(max(times) + margin)}
         seen: dict[str, Prediction] = {}
         pages = 0
         async with contextlib.aclosing(self._pages(params)) as listing:
@@ -177,6 +179,10 @@ class Follower:
 
 def _created(prediction: Prediction) -> datetime | None:
     return parse_timestamp(prediction.created_at) if prediction.created_at else None
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _usable(item: Any, wanted: dict[str, Prediction]) -> Prediction | None:
