@@ -143,13 +143,15 @@ class Follower:
             self._last_start = self._clock()
             try:
                 seen = await self._sweep(sweep.wanted) if sweep.wanted else {}
-            except KkiaiError as exc:
+            except asyncio.CancelledError:  # the client is closing
+                sweep.done.cancel()
+                raise
+            except Exception as exc:  # an ApiError, or a bug here: either way, polls take over
+                if not isinstance(exc, KkiaiError):
+                    log.exception("following predictions through the list failed")
                 log.info("the list of predictions failed (%s): following each prediction on its own", exc)
                 self.listing = False
                 seen = {}
-            except BaseException:
-                sweep.done.cancel()
-                raise
             if not sweep.done.done():
                 sweep.done.set_result(seen)
 
