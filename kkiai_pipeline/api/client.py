@@ -56,7 +56,7 @@ from .follower import Follower
 from .prediction import PREDICTION_ID, Prediction, parse_prediction, parse_timestamp
 from .ratelimit import RateLimits, shared_limits
 from .retries import RetryPolicy, Verdict, exception_verdict, server_delay, status_verdict
-from .transport import ShardedClient
+from .transport import HttpClient
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ class PredictionsClient:
         limits = httpx.Limits(
             max_connections=None, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_SECONDS
         )
-        # Several small connection pools rather than one large one (see .transport).
+        # httpx over aiohttp's connection pool, which costs far less CPU than httpcore's (see .transport).
         self._follower = Follower(
             pages=self._list_pages,
             poll=self._poll,
@@ -235,7 +235,7 @@ class PredictionsClient:
             sleep=sleep,
             clock=clock,
         )
-        self._http = ShardedClient(headers=headers, timeout=timeout, transport=transport, limits=limits)
+        self._http = HttpClient(headers=headers, timeout=timeout, transport=transport, limits=limits)
 
     reattach = True  # any process can follow a prediction by id
     lookup = True  # GET /predictions lists what was created
