@@ -104,9 +104,12 @@ class Script:
         create_per_minute: float,
         other_per_minute: float,
         clients: int = 1,
+        wait: int = WAIT,
+        poll: tuple[float, float] = (POLL, MAX_POLL),
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.clients = clients
+        self.wait, self.poll = wait, poll  # a time-scaled benchmark shortens them
         self.auth = {"Authorization": f"Bearer {token}"}
         self.out_dir = out_dir
         self.concurrency = concurrency
@@ -130,7 +133,7 @@ class Script:
         limits = httpx.Limits(
             max_connections=None, max_keepalive_connections=2 * per_client, keepalive_expiry=KEEPALIVE
         )
-        timeout = httpx.Timeout(WAIT + 30, connect=10)
+        timeout = httpx.Timeout(self.wait + 30, connect=10)
         async with contextlib.AsyncExitStack() as stack:
             pool = [
                 await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=timeout))
@@ -153,17 +156,17 @@ class Script:
     async def _predict(self, http: httpx.AsyncClient, job: Job, input: dict[str, Any]) -> Any:
         await self._creates.take()
         self.counts.creates += 1
-        headers = {**self.auth, "Prefer": f"wait={WAIT}"}
+        headers = {**self.auth, "Prefer": f"wait={self.wait}"}
         response = await http.post(
             f"{self.base_url}/predictions", json=_create_body(job, input), headers=headers
         )
         response.raise_for_status()
         body = response.json()
-        delay = POLL
+        delay, max_poll = self.poll
         waited = True
         while not _final(body, waited=waited):
             await asyncio.sleep(delay)
-            delay, waited = min(delay * 1.5, MAX_POLL), False
+            delay, waited = min(delay * 1.5, max_poll), False
             await self._others.take()
             self.counts.polls += 1
             response = await self._get(http, f"{self.base_url}/predictions/{body['id']}")

@@ -1,0 +1,191 @@
+"""The benchmark at the API's real limits, time-scaled: ``python -m benchmarks.limits [--quick]``.
+
+The API allows 600 creates and 3,000 other calls a minute; sdxl takes ~8 s a prediction, animation
+models ~120 s, and ``Prefer: wait`` holds a create up to 60 s. Run as they are, 1,000 animations take
+four minutes a measurement; so every duration is divided by ``--scale`` (default 10) and every rate
+multiplied by it: the sandbox's predict time, the rate limits (ours, the script's and the sandbox's,
+which enforces them and answers 429 beyond), the ``Prefer: wait`` hold and the poll intervals. The
+ratios hold; what does not scale is CPU, which the scaled run asks for ``scale`` times faster.
+
+Rows, each run by our runner (``kkiai_pipeline.orchestrator.run_pipeline``, set up as ``kkiai-run``)
+and by the hand-written asyncio + httpx script of :mod:`.baseline`, each in a fresh process:
+
+- ``sdxl``: N independent predictions of 8 s; ours (httpx over aiohttp's pool) also with httpx's own
+  single pool, as before (``httpx 1 pool``), and with 8 httpx pools taken in turn (``httpx 8 pools``);
+  the script with 1 and 10 httpx clients.
+- ``animation``: N predictions of 120 s: they outlast the wait, and are followed (ours: through the
+  list of predictions once many are waited for; the script polls each).
+
+Concurrency is N (the limits, not a semaphore, are what binds). The bound is what the create rate and
+the latency allow: ``(N - burst) / rate + latency`` (the last create cannot go earlier, and takes a
+latency); ``req/pred`` counts the API calls the sandbox saw (creates, gets, lists) per prediction,
+downloads apart. The table is printed as Markdown, ready for ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .shapes import build
+from .throughput import ROOT, Config, Measured, Sandbox, measure
+
+CREATES, OTHERS = 600.0, 3000.0  # the API's limits, a minute
+WAIT, POLL, MAX_POLL = 60, 0.5, 2.0  # Prefer: wait, and our client's (and the script's) poll schedule
+BURST = 10
+MODELS = {"sdxl": 8.0, "animation": 120.0}  # seconds a prediction, unscaled
+
+
+class LimitedSandbox(Sandbox):
+    """The sandbox at a scaled latency, enforcing the scaled rate limits."""
+
+    def __init__(self, latency: float, scale: float, work: Path) -> None:
+        command = [sys.executable, "-m", "kkiai_pipeline.sandbox.cli", "--port", "0", "--queue-seconds", "0"]
+        command += ["--predict-seconds", f"{latency / scale:g}", "--sync-final-status", "processing"]
+        command += ["--create-rate-per-minute", f"{CREATES * scale:g}"]
+        command += ["--other-rate-per-minute", f"{OTHERS * scale:g}", "--enforce-rate-limits"]
+        self._log = (work / f"sandbox-{latency:g}s.log").open("w")
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=ROOT
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "listening on" not in line:
+            self.close()
+            raise RuntimeError(f"the sandbox did not start: {line!r}; see {self._log.name}")
+        self.base_url = line.split()[-1]
+        self.root = self.base_url.removesuffix("/replicate/v1")
+
+
+@dataclass
+class Line:
+    model: str
+    n: int
+    runner: str
+    bound: float
+    measured: Measured
+
+    def cells(self) -> list[str]:
+        m, n = self.measured, self.n
+        requests = m.detail["by_kind"]
+        api = sum(v for k, v in requests.items() if k != "file")
+        return [
+            self.model,
+            str(n),
+            self.runner,
+            f"{self.bound:.1f}",
+            f"{m.wall:.1f}",
+            f"{m.wall / self.bound:.2f}",
+            f"{m.cpu * 1000 / n:.1f}",
+            f"{api / n:.2f}",
+            f"{requests.get('list', 0)}",
+            f"{requests.get('get', 0)}",
+            f"{requests.get('file', 0) / n:.2f}",
+            str(m.detail["rate_limited"]),
+            f"{m.rss_mb:.0f}",
+        ]
+
+
+HEADER = [
+    "model",
+    "N",
+    "runner",
+    "bound s",
+    "wall s",
+    "wall÷bound",
+    "CPU ms/pred",
+    "API req/pred",
+    "lists",
+    "gets",
+    "files/pred",
+    "429s",
+    "peak RSS MB",
+]
+
+
+def run_one(
+    kind: str, model: str, n: int, *, scale: float, sandbox: LimitedSandbox, work: Path, **extra: Any
+) -> Measured:
+    latency = MODELS[model] / scale
+    config = Config(
+        latency=latency,
+        concurrency=n,
+        create_per_minute=CREATES * scale,
+        sizes=(n,),
+        shapes=("wide",),
+        sample=0,
+        burst=0,
+    )
+    wait = max(round(WAIT / scale), 1)
+    poll = (POLL / scale, MAX_POLL / scale)
+    spec: dict[str, Any] = {"wait": wait, "poll": poll, **extra}
+    if kind == "ours":
+        spec["client"] = {"wait_seconds": wait, "poll_interval": poll[0], "max_poll_interval": poll[1]}
+    shape = build("wide", n)
+    measured = measure(kind, shape, config=config, sandbox=sandbox, work=work, extra=spec)
+    stats = sandbox.stats()
+    measured.detail["by_kind"] = stats["requests"]
+    measured.detail["rate_limited"] = stats.get("faults", {}).get("rate_limited", 0)
+    if measured.succeeded != n:
+        raise RuntimeError(f"{kind} {model} N={n}: {measured.succeeded} of {n} succeeded")
+    return measured
+
+
+def runners(model: str, n: int, *, quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, child kind, spec extras) of each runner measured for this row."""
+    rows: list[tuple[str, str, dict[str, Any]]] = [("ours", "ours", {})]
+    if model == "sdxl" and not quick:
+        rows += [("ours, httpx 1 pool", "ours", {"transport": "single"})]
+        rows += [("ours, httpx 8 pools", "ours", {"transport": "pools"})]
+        rows += [("script, 1 client", "script", {"clients": 1})]
+    rows += [("script, 10 clients", "script", {"clients": 10})]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.limits", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--scale", type=float, default=10.0, help="time divided (and rates multiplied) by this"
+    )
+    parser.add_argument("--sizes", default="100,1000", help="comma-separated N")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: sdxl, animation")
+    parser.add_argument("--quick", action="store_true", help="N=100 only, ours and the 10-client script")
+    parser.add_argument("--keep", type=Path, help="keep every run's files here")
+    args = parser.parse_args(argv)
+    sizes = [100] if args.quick else [int(s) for s in args.sizes.split(",")]
+    work = args.keep or Path(tempfile.mkdtemp(prefix="kkiai-limits-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    lines: list[Line] = []
+    for model in args.models.split(","):
+        sandbox = LimitedSandbox(MODELS[model], args.scale, work)
+        try:
+            for n in sizes:
+                bound = (max(n - BURST, 0) * 60 / CREATES + MODELS[model]) / args.scale
+                for label, kind, extra in runners(model, n, quick=args.quick):
+                    measured = run_one(kind, model, n, scale=args.scale, sandbox=sandbox, work=work, **extra)
+                    lines.append(Line(model, n, label, bound, measured))
+                    print(f"  {model} N={n} {label}: {measured.wall:.1f} s", file=sys.stderr, flush=True)
+        finally:
+            sandbox.close()
+    print(report(lines, scale=args.scale, minutes=(time.monotonic() - started) / 60))
+
+
+def report(lines: list[Line], *, scale: float, minutes: float) -> str:
+    rows = [HEADER, ["---"] * len(HEADER), *(line.cells() for line in lines)]
+    table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    return (
+        f"Time-scaled by {scale:g}: 600 creates and 3,000 other calls a minute, sdxl 8 s, animation 120 s, "
+        f"Prefer: wait 60 s, all divided by {scale:g} (walls and bounds below are the scaled ones); "
+        f"{minutes:.1f} minutes in all.\n\n{table}\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
