@@ -16,6 +16,11 @@ and by the hand-written asyncio + httpx script of :mod:`.baseline`, each in a fr
 - ``animation``: N predictions of 120 s: they outlast the wait, and are followed (ours: through the
   list of predictions once many are waited for; the script polls each).
 
+- ``kkiai-run -m``: the real command, a sweep of J one-prediction jobs (``--sweeps``, 100 and 1,000),
+  start-up and composing included; and ``kkiai-run`` of one step with a ``foreach`` over ``--foreach``
+  items (10,000; 1,000 with ``--quick``). Their CPU and peak RSS are the whole process's (imports
+  included); the script makes the same predictions (a row of its own when no sdxl row has that N).
+
 Concurrency is N (the limits, not a semaphore, are what binds). The bound is what the create rate and
 the latency allow: ``(N - burst) / rate + latency`` (the last create cannot go earlier, and takes a
 latency); ``req/pred`` counts the API calls the sandbox saw (creates, gets, lists) per prediction,
@@ -25,6 +30,8 @@ downloads apart. The table is printed as Markdown, ready for ``docs/benchmarks.m
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -33,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .shapes import build
+from .shapes import SD, build
 from .throughput import ROOT, Config, Measured, Sandbox, measure
 
 CREATES, OTHERS = 600.0, 3000.0  # the API's limits, a minute
@@ -137,6 +144,83 @@ def run_one(
     return measured
 
 
+IMAGE = {"width": 64, "height": 64, "num_inference_steps": 1}
+PIPELINES = {
+    # One prediction a job: the sweep's jobs differ by their subject.
+    "limits_sweep": lambda n: {
+        "name": "limits_sweep",
+        "params": {"subject": "x"},
+        "steps": {"gen": {"model": SD, "input": {"prompt": "limits {{ params.subject }}", **IMAGE}}},
+    },
+    # One step, a foreach over n prompts.
+    "limits_foreach": lambda n: {
+        "name": "limits_foreach",
+        "steps": {
+            "gen": {
+                "model": SD,
+                "foreach": [f"limits subject {i}" for i in range(n)],
+                "input": {"prompt": "{{ item }}", **IMAGE},
+            }
+        },
+    },
+}
+
+
+def run_cli(kind: str, n: int, *, scale: float, sandbox: LimitedSandbox, work: Path) -> Measured:
+    """The real ``kkiai-run`` command, start-up included: a ``-m`` sweep of ``n`` one-prediction jobs,
+    or one run of a ``foreach`` over ``n`` items. CPU and peak RSS are the whole process's."""
+    name = f"limits_{kind}"
+    folder = Path(tempfile.mkdtemp(prefix=f"{kind}-{n}-", dir=work))
+    (folder / "pipelines").mkdir()
+    (folder / "pipelines" / f"{name}.yaml").write_text(json.dumps(PIPELINES[name](n)))
+    wait = max(round(WAIT / scale), 1)
+    command = [str(Path(sys.executable).parent / "kkiai-run")]
+    command += ["-m", f"pipeline.params.subject=range(0,{n})"] if kind == "sweep" else []
+    command += [
+        f"pipeline={name}",
+        "api=kkiai",
+        f"api.base_url={sandbox.base_url}",
+        f"api.create_rate_per_minute={CREATES * scale:g}",
+        f"api.other_rate_per_minute={OTHERS * scale:g}",
+        f"api.wait_seconds={wait}",
+        f"api.poll_interval={POLL / scale:g}",
+        f"api.max_poll_interval={MAX_POLL / scale:g}",
+        f"max_concurrency={n}",
+        "progress=false",
+        "cache=false",
+        f"hydra.run.dir={folder / 'run'}",
+        f"hydra.sweep.dir={folder / 'sweep'}",
+    ]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("KKIAI_")}
+    environ["KKIAI_API_TOKEN"] = "benchmark-token"
+    sandbox.reset()
+    sandbox_cpu = sandbox.cpu()
+    start = time.perf_counter()
+    with (folder / "kkiai-run.log").open("w") as log:
+        process = subprocess.Popen(command, cwd=folder, env=environ, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        tail = (folder / "kkiai-run.log").read_text()[-3000:]
+        raise RuntimeError(f"kkiai-run {kind} N={n} failed:\n{tail}")
+    stats = sandbox.stats()
+    cpu = usage.ru_utime + usage.ru_stime
+    detail = {"by_kind": stats["requests"], "rate_limited": stats.get("faults", {}).get("rate_limited", 0)}
+    measured = Measured(
+        wall=wall,
+        cpu=cpu,
+        cpu_total=cpu,
+        rss_mb=usage.ru_maxrss / 1024,
+        requests=sum(stats["requests"].values()),
+        succeeded=stats["predictions"]["succeeded"],
+        sandbox_cpu=sandbox.cpu() - sandbox_cpu,
+        detail=detail,
+    )
+    if measured.succeeded != n:
+        raise RuntimeError(f"kkiai-run {kind} N={n}: {measured.succeeded} of {n} succeeded")
+    return measured
+
+
 def runners(model: str, n: int, *, quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
     """(label, child kind, spec extras) of each runner measured for this row."""
     rows: list[tuple[str, str, dict[str, Any]]] = [("ours", "ours", {})]
@@ -155,10 +239,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--sizes", default="100,1000", help="comma-separated N")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: sdxl, animation")
-    parser.add_argument("--quick", action="store_true", help="N=100 only, ours and the 10-client script")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="N=100, ours and the 10-client script, a foreach of 1000, no sweeps",
+    )
+    parser.add_argument(
+        "--sweeps", default="100,1000", help="comma-separated jobs of the kkiai-run -m sweeps"
+    )
+    parser.add_argument("--foreach", type=int, default=10000, help="items of the foreach run (0: none)")
     parser.add_argument("--keep", type=Path, help="keep every run's files here")
     args = parser.parse_args(argv)
     sizes = [100] if args.quick else [int(s) for s in args.sizes.split(",")]
+    sweeps = [int(s) for s in args.sweeps.split(",") if s]
+    foreach = min(args.foreach, 1000) if args.quick else args.foreach
     work = args.keep or Path(tempfile.mkdtemp(prefix="kkiai-limits-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -167,14 +261,38 @@ def main(argv: list[str] | None = None) -> None:
         sandbox = LimitedSandbox(MODELS[model], args.scale, work)
         try:
             for n in sizes:
-                bound = (max(n - BURST, 0) * 60 / CREATES + MODELS[model]) / args.scale
                 for label, kind, extra in runners(model, n, quick=args.quick):
                     measured = run_one(kind, model, n, scale=args.scale, sandbox=sandbox, work=work, **extra)
-                    lines.append(Line(model, n, label, bound, measured))
-                    print(f"  {model} N={n} {label}: {measured.wall:.1f} s", file=sys.stderr, flush=True)
+                    lines.append(Line(model, n, label, bound(model, n, args.scale), measured))
+                    note(lines[-1])
+            if model != "sdxl":
+                continue
+            cli_runs = [("sweep", j) for j in ([] if args.quick else sweeps)] + [("foreach", foreach)]
+            for kind, n in cli_runs:
+                if n <= 0:
+                    continue
+                measured = run_cli(kind, n, scale=args.scale, sandbox=sandbox, work=work)
+                label = f"kkiai-run -m, {n} jobs" if kind == "sweep" else f"kkiai-run, foreach of {n}"
+                lines.append(Line(model, n, label, bound(model, n, args.scale), measured))
+                note(lines[-1])
+                if n not in sizes:  # the same predictions by the script, for comparison
+                    script = run_one(
+                        "script", model, n, scale=args.scale, sandbox=sandbox, work=work, clients=10
+                    )
+                    lines.append(Line(model, n, "script, 10 clients", bound(model, n, args.scale), script))
+                    note(lines[-1])
         finally:
             sandbox.close()
     print(report(lines, scale=args.scale, minutes=(time.monotonic() - started) / 60))
+
+
+def bound(model: str, n: int, scale: float) -> float:
+    """The least wall time the create rate and the latency allow (scaled)."""
+    return (max(n - BURST, 0) * 60 / CREATES + MODELS[model]) / scale
+
+
+def note(line: Line) -> None:
+    print(f"  {line.model} N={line.n} {line.runner}: {line.measured.wall:.1f} s", file=sys.stderr, flush=True)
 
 
 def report(lines: list[Line], *, scale: float, minutes: float) -> str:
