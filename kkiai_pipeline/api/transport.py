@@ -1,17 +1,18 @@
-"""The HTTP client under our httpx code: aiohttp's connection pool, through the ``httpx-aiohttp`` package.
+"""The HTTP client under our httpx code: httpx's API over aiohttp's connection pool.
 
 httpx stays the API the rest of the code uses (requests, responses, timeouts, exceptions, streaming);
 only the transport under it changes. httpcore's own pool walks every connection on each request start
 and response close (``AsyncConnectionPool._assign_requests_to_connections``), O(connections²) per
 request: at a concurrency of 100 it was most of the client's CPU (``docs/benchmarks.md``;
-``python -m benchmarks.limits`` measures it beside this one, and beside httpx with 8 smaller pools).
+``python -m benchmarks.limits`` measures this transport beside httpx's one pool and beside 8 of them).
 
-httpx-aiohttp 0.2 alone would not do: it maps every ``aiohttp.ClientConnectionError`` to
-``httpx.ConnectTimeout``, so a connection the server dropped *after* receiving a create reads as one
-that never left, and the create is retried and paid twice (measured against the fake API: one dropped
-answer, two predictions). It also raises its httpx errors without their request, and lets other aiohttp
-errors (a malformed answer) through unmapped. :class:`AiohttpTransport` maps them itself, from the
-aiohttp exception, before our retry rules see them:
+This is what the ``httpx-aiohttp`` package does, written out because its 0.2 transport would cost
+money: it maps every ``aiohttp.ClientConnectionError`` to ``httpx.ConnectTimeout``, so a connection the
+server dropped *after* receiving a create reads as one that never left, and the create is retried and
+paid twice (measured against the fake API: one dropped answer, two predictions). It also raises its
+httpx errors without their request, lets other aiohttp errors through unmapped, and fails on a reason
+phrase that is not UTF-8 (tests/hostile_server). :class:`AiohttpTransport` maps aiohttp's failures
+itself, before our retry rules see them:
 
 - the connection could not be made (``ClientConnectorError``, ``ConnectionTimeoutError``): nothing was
   sent, ``httpx.ConnectError`` / ``httpx.ConnectTimeout``;
@@ -20,9 +21,10 @@ aiohttp exception, before our retry rules see them:
   ``httpx.RemoteProtocolError``, which the retry rules read as "the server may have acted on it".
 
 Its connector keeps httpx's meaning of ``httpx.Limits(max_connections=None)``, no limit (aiohttp's
-default would cap a process at 100 connections, creates held by ``Prefer: wait`` included).
-:class:`HttpClient` is an ``httpx.AsyncClient`` whose own transport is this one; a transport passed in
-(the tests') is used as it is, and proxies from the environment keep httpx's transports.
+default would cap a process at 100 connections, creates held by ``Prefer: wait`` included). A body
+not read to its end closes its connection. :class:`HttpClient` is an ``httpx.AsyncClient`` whose own
+transport is this one; a transport passed in (the tests') is used as it is, and proxies from the
+environment keep httpx's own transports.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from typing import Any
 
 import aiohttp
 import httpx
-import httpx_aiohttp
 
 
 class HttpClient(httpx.AsyncClient):
@@ -55,53 +56,91 @@ class HttpClient(httpx.AsyncClient):
         return AiohttpTransport(limits=limits, verify=verify, cert=cert, trust_env=trust_env)
 
 
-class AiohttpTransport(httpx_aiohttp.AiohttpTransport):
-    """httpx-aiohttp's transport with httpx's own distinction between "not sent" and "maybe sent"."""
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """Sends httpx requests with aiohttp; failures keep httpx's "not sent" / "maybe sent" meaning."""
 
-    def __init__(self, *, limits: httpx.Limits, **kwargs: Any) -> None:
-        super().__init__(limits=limits, **kwargs)
-        self.client = self._session
+    CHUNK = 64 * 1024
+
+    def __init__(
+        self,
+        *,
+        limits: httpx.Limits,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: Any = None,
+        trust_env: bool = True,
+    ) -> None:
+        self.limits = limits
+        self.ssl_context = httpx.create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+        self._client: aiohttp.ClientSession | None = None
 
     def _session(self) -> aiohttp.ClientSession:
+        """A session on the running loop (made at the first request)."""
         connector = aiohttp.TCPConnector(
             limit=self.limits.max_connections or 0,  # 0: no limit
             keepalive_timeout=self.limits.keepalive_expiry,
             ssl=self.ssl_context,
         )
-        return aiohttp.ClientSession(connector=connector)
+        return aiohttp.ClientSession(connector=connector, auto_decompress=False)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._client is None:
+            self._client = self._session()
+        timeout = request.extensions.get("timeout", {})
+        data: bytes | httpx.AsyncByteStream | None
         try:
-            response = await super().handle_async_request(request)
-        except httpx.TransportError as exc:
-            raise _translate(exc.__cause__ or exc, request) from (exc.__cause__ or exc)
+            data = request.content or None
+        except httpx.RequestNotRead:  # a streamed body (not sent by this project, but allowed)
+            data = request.stream  # type: ignore[assignment]
+            request.headers.pop("transfer-encoding", None)  # aiohttp chunks it itself
+        try:
+            response = await self._client.request(
+                request.method,
+                str(request.url),
+                headers=request.headers,
+                data=data,
+                allow_redirects=False,  # redirects are httpx's to follow (or, here, refuse)
+                compress=False,
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                    connect=timeout.get("pool"),
+                ),
+            ).__aenter__()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _translate(exc, request) from exc
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _Body(response.stream, request)
-        return response
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            # aiohttp decodes the reason phrase with surrogate escapes: give httpx its bytes back.
+            extensions["reason_phrase"] = response.reason.encode("utf-8", "surrogateescape")
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_Body(response, request),
+            request=request,
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
 
 class _Body(httpx.AsyncByteStream):
-    """A response body whose read failures are translated too."""
+    """A response body read from aiohttp, its failures translated too."""
 
-    def __init__(self, stream: httpx.AsyncByteStream, request: httpx.Request) -> None:
-        self._stream, self._request = stream, request
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response, self._request = response, request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._stream:
+            async for chunk in self._response.content.iter_chunked(AiohttpTransport.CHUNK):
                 yield chunk
-        except httpx.TransportError as exc:
-            raise _translate(exc.__cause__ or exc, self._request) from (exc.__cause__ or exc)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _translate(exc, self._request) from exc
 
     async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        except (httpx.TransportError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _translate(exc.__cause__ or exc, self._request) from exc
+        self._response.release()  # back to the pool if read to its end, else the connection is closed
 
 
 def _translate(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
