@@ -108,6 +108,9 @@ class Follower:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._next is not None:  # joined, never swept: its waiters end with the client
+            self._next.done.cancel()
+            self._next = None
 
     def interval(self) -> float:
         """How far apart sweeps start: the poll interval, or longer if the pages would be too many."""
