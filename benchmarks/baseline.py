@@ -4,8 +4,8 @@
 task per prediction that waits for the outputs it needs, a semaphore for the concurrency, the same
 client-side rate limits (a GCRA bucket of the same rate and burst), ``Prefer: wait=60`` on create,
 polling only when the answer is not final, and the outputs downloaded to disk. It keeps no manifest,
-checks nothing and retries only a GET whose kept-alive connection the server closed under it: a floor
-for our runner, not a rival.
+checks nothing and retries only a create answered 429 and a GET whose kept-alive connection the
+server closed under it: a floor for our runner, not a rival.
 
 A ``Prefer: wait`` answer that carries the output is final even when it says ``processing``: the
 kkiai API was recorded answering so (the sandbox's default ``sync_final_status``).
@@ -160,6 +160,13 @@ class Script:
         response = await http.post(
             f"{self.base_url}/predictions", json=_create_body(job, input), headers=headers
         )
+        while response.status_code == 429:  # throttled, nothing created: wait as told, send again
+            await asyncio.sleep(float(response.json().get("retry_after") or 1))
+            await self._creates.take()
+            self.counts.creates += 1
+            response = await http.post(
+                f"{self.base_url}/predictions", json=_create_body(job, input), headers=headers
+            )
         response.raise_for_status()
         body = response.json()
         delay, max_poll = self.poll

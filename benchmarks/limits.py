@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--foreach", type=int, default=10000, help="items of the foreach run (0: none)")
     parser.add_argument("--keep", type=Path, help="keep every run's files here")
     args = parser.parse_args(argv)
-    sizes = [100] if args.quick else [int(s) for s in args.sizes.split(",")]
+    sizes = [100] if args.quick else [int(s) for s in args.sizes.split(",") if s]
     sweeps = [int(s) for s in args.sweeps.split(",") if s]
     foreach = min(args.foreach, 1000) if args.quick else args.foreach
     work = args.keep or Path(tempfile.mkdtemp(prefix="kkiai-limits-"))
