@@ -42,8 +42,11 @@ def run_ours(spec: dict[str, Any], shape: Shape, out_dir: Path) -> dict[str, Any
     run_dir.mkdir(parents=True)
     _log_like_the_cli(run_dir / "run.log")
     options = ClientOptions(
-        create_rate_per_minute=spec["create_per_minute"], other_rate_per_minute=spec["other_per_minute"]
+        create_rate_per_minute=spec["create_per_minute"],
+        other_rate_per_minute=spec["other_per_minute"],
+        **spec.get("client", {}),  # a time-scaled benchmark shortens the wait and the poll intervals
     )
+    _use_transport(spec.get("transport", "aiohttp"))
     settings = Settings(
         api=ApiSettings("kkiai", spec["base_url"], TOKEN, options),
         execution=ExecutionOptions(max_concurrency=spec["concurrency"]),
@@ -66,6 +69,44 @@ def run_ours(spec: dict[str, Any], shape: Shape, out_dir: Path) -> dict[str, Any
     }
 
 
+def _use_transport(kind: str) -> None:
+    """Our client's HTTP transport: ``aiohttp`` (its own: httpx over aiohttp's pool), ``single`` (httpx's
+    own pool, as before) or ``pools`` (httpx with 8 smaller pools taken in turn), to compare them."""
+    if kind == "aiohttp":
+        return
+    import httpx
+
+    from kkiai_pipeline.api.transport import HttpClient
+
+    class Pools(httpx.AsyncBaseTransport):
+        def __init__(self, limits: httpx.Limits, count: int = 8) -> None:
+            def share(total: int | None) -> int | None:
+                return None if total is None else -(-total // count)
+
+            each = httpx.Limits(
+                max_connections=share(limits.max_connections),
+                max_keepalive_connections=share(limits.max_keepalive_connections),
+                keepalive_expiry=limits.keepalive_expiry,
+            )
+            self.pools = [httpx.AsyncHTTPTransport(limits=each) for _ in range(count)]
+            self.turn = 0
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            self.turn = (self.turn + 1) % len(self.pools)
+            return await self.pools[self.turn].handle_async_request(request)
+
+        async def aclose(self) -> None:
+            for pool in self.pools:
+                await pool.aclose()
+
+    def transport(self: Any, *args: Any, limits: Any = None, transport: Any = None, **kwargs: Any) -> Any:
+        if transport is not None:
+            return transport
+        return Pools(limits) if kind == "pools" else httpx.AsyncHTTPTransport(limits=limits)
+
+    HttpClient._init_transport = transport  # type: ignore[method-assign]
+
+
 def _log_like_the_cli(path: Path) -> None:
     """run.log at INFO and httpx quiet, as conf/hydra/job_logging/kkiai.yaml sets them up."""
     handler = logging.FileHandler(path)
@@ -86,6 +127,8 @@ def run_script(spec: dict[str, Any], shape: Shape, out_dir: Path) -> dict[str, A
         create_per_minute=spec["create_per_minute"],
         other_per_minute=spec["other_per_minute"],
         clients=spec.get("clients", 1),
+        wait=spec.get("wait", 60),
+        poll=(spec["poll"][0], spec["poll"][1]) if "poll" in spec else (0.5, 2.0),
     )
     cpu, start = _cpu(), time.perf_counter()
     counts = asyncio.run(script.run(shape))

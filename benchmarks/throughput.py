@@ -133,6 +133,7 @@ def measure(
     work: Path,
     watch: Callable[[], None] | None = None,
     clients: int = 1,
+    extra: dict[str, Any] | None = None,
 ) -> Measured:
     """Run ``kind`` (ours, script, sequential) over ``shape`` in a fresh process."""
     folder = Path(tempfile.mkdtemp(prefix=f"{kind}-{shape.name}-{shape.size}-", dir=work))
@@ -145,6 +146,7 @@ def measure(
         "other_per_minute": config.other_per_minute,
         "foreach": config.foreach,
         "clients": clients,
+        **(extra or {}),  # read by benchmarks.child: client options, the transport, time-scaled waits
     }
     (folder / "spec.json").write_text(json.dumps(spec))
     sandbox.reset()

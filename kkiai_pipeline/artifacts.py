@@ -44,6 +44,7 @@ import httpx
 
 from .api.errors import clean_text
 from .api.retries import RetryPolicy, Verdict, exception_verdict, server_delay, status_verdict
+from .api.transport import HttpClient
 from .errors import DownloadError
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,8 @@ def download_client(*, transport: httpx.AsyncBaseTransport | None = None) -> htt
     """
     timeout = httpx.Timeout(60.0, connect=10.0)
     limits = httpx.Limits(max_keepalive_connections=100, keepalive_expiry=4.0)  # under servers' usual 5 s
-    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, limits=limits)
+    # httpx over aiohttp's connection pool (see api.transport).
+    return HttpClient(transport=transport, timeout=timeout, follow_redirects=False, limits=limits)
 
 
 # One semaphore per event loop: a process runs its jobs in one loop, so this caps the whole process.

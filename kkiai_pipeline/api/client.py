@@ -33,7 +33,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -52,9 +52,11 @@ from .errors import (
     json_or_none,
     response_reason,
 )
+from .follower import Follower
 from .prediction import PREDICTION_ID, Prediction, parse_prediction, parse_timestamp
 from .ratelimit import RateLimits, shared_limits
 from .retries import RetryPolicy, Verdict, exception_verdict, server_delay, status_verdict
+from .transport import HttpClient
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +226,16 @@ class PredictionsClient:
         limits = httpx.Limits(
             max_connections=None, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_SECONDS
         )
-        self._http = httpx.AsyncClient(headers=headers, timeout=timeout, transport=transport, limits=limits)
+        # httpx over aiohttp's connection pool, which costs far less CPU than httpcore's (see .transport).
+        self._follower = Follower(
+            pages=self._list_pages,
+            poll=self._poll,
+            interval=options.max_poll_interval,
+            other_per_minute=options.other_rate_per_minute,
+            sleep=sleep,
+            clock=clock,
+        )
+        self._http = HttpClient(headers=headers, timeout=timeout, transport=transport, limits=limits)
 
     reattach = True  # any process can follow a prediction by id
     lookup = True  # GET /predictions lists what was created
@@ -236,6 +247,7 @@ class PredictionsClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        await self._follower.aclose()
         await self._http.aclose()
 
     async def create(
@@ -320,23 +332,38 @@ class PredictionsClient:
         """
         wanted = _canonical(input)
         version_hash = version.rpartition(":")[2]
-        params: dict[str, str] = {"created_after": since.isoformat().replace("+00:00", "Z")}
+        params = {"created_after": since.isoformat().replace("+00:00", "Z")}
+        async with contextlib.aclosing(self._list_pages(params)) as pages:
+            async for results in pages:
+                older = False
+                for item in results:
+                    if not isinstance(item, dict):
+                        continue
+                    same = item.get("version") in (version_hash, version)
+                    if same and _canonical(item.get("input")) == wanted:
+                        return _listed(item)
+                    created_at = item.get("created_at")
+                    created = parse_timestamp(created_at) if isinstance(created_at, str) else None
+                    older = older or (created is not None and created < since)
+                if older:  # the newest-first list has passed the window
+                    return None
+        return None
+
+    async def _list_pages(self, query: Mapping[str, str]) -> AsyncGenerator[list[Any], None]:
+        """The ``results`` of each page of ``GET /predictions?<query>``, newest first.
+
+        Takes each page's cursor but never follows its ``next`` URL, which a proxy may point elsewhere;
+        an answer that is no list page raises ApiError, and so does a list longer than MAX_LIST_PAGES.
+        """
+        params = dict(query)
         for _ in range(MAX_LIST_PAGES):
             body = json_or_none(await self._request("GET", "/predictions", params=params))
             if not isinstance(body, dict) or not isinstance(body.get("results"), list):
                 raise ApiError("the API's list of predictions gave no usable answer", status_code=0)
-            older = False
-            for item in body["results"]:
-                if not isinstance(item, dict):
-                    continue
-                if item.get("version") in (version_hash, version) and _canonical(item.get("input")) == wanted:
-                    return _listed(item)
-                created_at = item.get("created_at")
-                created = parse_timestamp(created_at) if isinstance(created_at, str) else None
-                older = older or (created is not None and created < since)
+            yield body["results"]
             cursor = _cursor(body.get("next"))
-            if cursor is None or older:  # the newest-first list has passed the window
-                return None
+            if cursor is None:
+                return
             params["cursor"] = cursor
         raise ApiError(f"the list of predictions is longer than {MAX_LIST_PAGES} pages", status_code=0)
 
@@ -350,19 +377,23 @@ class PredictionsClient:
         caller does. A request in flight at the deadline may finish up to one request timeout later.
         """
         delay = self.options.poll_interval
-        while not prediction.terminal:
-            if prediction.id is None:
-                raise ApiError("the API returned an unfinished prediction without an id", status_code=0)
-            await self._poll_pause(prediction, delay, deadline)
-            delay = min(delay * 1.5, self.options.max_poll_interval)
-            try:
-                latest = await self._poll(prediction, prediction.id, deadline)
-            except _UnusableAnswer:
-                await self._abandon(prediction.id)
-                raise
-            if on_update is not None and latest.status != prediction.status:
-                await on_update(latest)
-            prediction = latest
+        self._follower.waiting += 1
+        try:
+            while not prediction.terminal:
+                if prediction.id is None:
+                    raise ApiError("the API returned an unfinished prediction without an id", status_code=0)
+                await self._poll_pause(prediction, delay, deadline)
+                delay = min(delay * 1.5, self.options.max_poll_interval)
+                try:
+                    latest = await self._follower.news(prediction, deadline)  # a poll, or the list
+                except _UnusableAnswer:
+                    await self._abandon(prediction.id)
+                    raise
+                if on_update is not None and latest.status != prediction.status:
+                    await on_update(latest)
+                prediction = latest
+        finally:
+            self._follower.waiting -= 1
         return prediction
 
     async def _poll_pause(self, prediction: Prediction, delay: float, deadline: float | None) -> None:
@@ -373,8 +404,9 @@ class PredictionsClient:
             delay = min(delay, remaining)  # poll once more right at the deadline
         await self._sleep(delay)
 
-    async def _poll(self, prediction: Prediction, prediction_id: str, deadline: float | None) -> Prediction:
-        path = f"/predictions/{_checked_id(prediction_id)}"
+    async def _poll(self, prediction: Prediction, deadline: float | None) -> Prediction:
+        assert prediction.id is not None
+        path = f"/predictions/{_checked_id(prediction.id)}"
         try:
             return await self._prediction("GET", path, deadline=deadline)
         except _DeadlineReached as exc:

@@ -7,7 +7,7 @@ thread, which gives full control of the wire: an answer can be withheld, cut sho
 Routes: ``POST /v1/predictions`` (``Prefer: wait=N``, ``Cancel-After``), ``GET /v1/predictions/{id}``,
 ``GET /v1/models/{owner}/{name}/versions/{version}`` (the models of ``Knobs.versions``),
 ``POST /v1/predictions/{id}/cancel``, ``GET /v1/predictions`` (newest first, ``cursor``,
-``created_after``) and ``GET /files/{id}/{n}.png`` (small deterministic PNGs). Every answer carries a
+``created_after``, ``created_before``) and ``GET /files/{id}/{n}.png`` (small deterministic PNGs). Every answer carries a
 ``Date`` header on the server's (possibly skewed) clock. A prediction is ``starting`` for
 ``queue_seconds``, ``processing`` for its model's predict time, then ``succeeded`` or ``failed``.
 
@@ -567,6 +567,7 @@ class FakeApi:
             return _problem(self.knobs.list_status, "Not found")
         now = time.monotonic()
         after = _parse_time(query.get("created_after", [""])[0])
+        before = _parse_time(query.get("created_before", [""])[0])
         text = query.get("cursor", ["0"])[0]
         cursor = int(text) if text.isdigit() else 0
         visible = [
@@ -574,6 +575,7 @@ class FakeApi:
             for p in sorted(self._predictions.values(), key=lambda p: -p.seq)
             if now - p.born >= self.knobs.list_lag
             and (after is None or p.created >= after)
+            and (before is None or p.created < before)
             and (not cursor or p.seq < cursor)
         ]
         page = visible[: self.knobs.page_size]
