@@ -192,6 +192,7 @@ def run_cli(kind: str, n: int, scale: float, sandbox: LimitedSandbox, work: Path
         f"api.poll_interval={POLL / scale:g}",
         f"api.max_poll_interval={MAX_POLL / scale:g}",
         f"max_concurrency={n}",
+        f"max_predictions={n}",  # the budget's default (1000) would refuse the 10,000-item foreach
         "progress=false",
         "cache=false",
         f"hydra.run.dir={folder / 'run'}",
