@@ -99,14 +99,6 @@ def count_plan(plan: Plan, settings: Settings) -> Budget:
             ledger.close()
 
 
-def ledger_verdicts(plan: Plan, settings: Settings) -> dict[str, str]:
-    """Per step: will the ledger answer it ("hit: ...") or will it be paid ("miss: why")?
-
-    The keys are computed exactly as execution computes them (see :mod:`.budget`).
-    """
-    return {s.step: s.verdict for s in count_plan(plan, settings).steps}
-
-
 def _shown(value: Any) -> Any:
     if isinstance(value, Template):
         return value.source

@@ -12,11 +12,11 @@ import os
 from pathlib import Path
 
 from .api.errors import clean_text
+from .api.prediction import MAX_LOG_CHARS
 from .rundir import RunRecord, leaves
 from .secrets import redact
 
 LOGS_FILE = "logs.txt"
-MAX_LOG_CHARS = 100_000
 TRUNCATED = "[earlier lines cut: only the end of the logs is kept]\n"
 
 

@@ -224,18 +224,20 @@ class RunRecord:
         predict_time = cost = 0.0
         priced = bool(self.prices)
         for leaf in leaves(self.steps):
+            price = self.prices.get(leaf.model)
             # A prediction that failed (or was canceled) was created, and may be billed for the time it
             # ran: counted as paid, its time unknown (its cost too, when the price is per second).
             ended_badly = sum(1 for a in leaf.attempts if a.get("prediction_id") and a.get("error"))
             created += ended_badly
-            if ended_badly and self.prices.get(leaf.model) is not None:
-                each = self.prices[leaf.model].cost(None)
+            if ended_badly and price is not None:
+                each = price.cost(None)
                 priced = priced and each is not None
                 cost += (each or 0.0) * ended_badly
             if leaf.obtained in PAID:
                 created += 1
-                predict_time += predict_seconds(leaf) or 0.0
-                each = self.cost_of(leaf)
+                seconds = predict_seconds(leaf)
+                predict_time += seconds or 0.0
+                each = price.cost(seconds) if price is not None else None
                 priced = priced and each is not None
                 cost += each or 0.0
             elif leaf.obtained is not None:

@@ -16,12 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import UsageError
 from .multirun import SWEEP_FILE
 from .pricing import format_cost
 from .report.html import short_value
+from .report.sweep import load_yaml
 from .rundir import RunRecord, StepRecord, read_record
 
 ABSENT = "(absent)"
@@ -59,7 +58,7 @@ class Comparison:
 
     @property
     def step_ids(self) -> list[str]:
-        return _union(self.a.run, self.b.run)
+        return list(self.steps)
 
     @property
     def same(self) -> bool:
@@ -86,8 +85,8 @@ def load_side(path: Path) -> Side:
         if (path / SWEEP_FILE).is_file() or (path / "multirun.yaml").is_file():
             hint = f" ({path} is a sweep: compare two of its jobs, e.g. {path / '0'} {path / '1'})"
         raise UsageError(f"{path} is not a run: {reading.problem}{hint}")
-    config = _load_yaml(path / ".hydra" / "config.yaml")
-    overrides = _load_yaml(path / ".hydra" / "overrides.yaml")
+    config = load_yaml(path / ".hydra" / "config.yaml")
+    overrides = load_yaml(path / ".hydra" / "overrides.yaml")
     return Side(
         path,
         reading.record,
@@ -99,7 +98,10 @@ def load_side(path: Path) -> Side:
 def compare(a: Path, b: Path) -> Comparison:
     """Read both runs and tell what differs; raises UsageError if either is not a run."""
     left, right = load_side(a), load_side(b)
-    steps = {sid: _step_differences(left.run, right.run, sid) for sid in _union(left.run, right.run)}
+    steps = {
+        sid: _step_differences(left.run, right.run, sid)
+        for sid in dict.fromkeys([*left.run.steps, *right.run.steps])
+    }
     return Comparison(
         left,
         right,
@@ -135,10 +137,6 @@ def _describe(run: RunRecord) -> str:
     totals = run.totals()
     cost = f", estimated cost {format_cost(totals.cost)}" if totals.cost is not None else ""
     return f"{run.pipeline}, {run.status}, {totals.created} created, {totals.reused} reused{cost}"
-
-
-def _union(a: RunRecord, b: RunRecord) -> list[str]:
-    return list(dict.fromkeys([*a.steps, *b.steps]))
 
 
 def _step_differences(a: RunRecord, b: RunRecord, sid: str) -> list[Difference]:
@@ -211,10 +209,3 @@ def _leaves(value: Any, prefix: str) -> Iterator[tuple[str, str]]:
 def _diff(a: Mapping[str, str], b: Mapping[str, str]) -> list[Difference]:
     keys = list(dict.fromkeys([*a, *b]))
     return [Difference(k, a.get(k, ABSENT), b.get(k, ABSENT)) for k in keys if a.get(k) != b.get(k)]
-
-
-def _load_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None

@@ -27,6 +27,7 @@ import yaml
 
 from .multirun import SWEEP_FILE, collect_jobs
 from .report.html import output_file
+from .report.run_report import REPORT
 from .rundir import MANIFEST, RunRecord, read_record
 from .sweep_accounting import sweep_totals
 
@@ -36,7 +37,6 @@ MAX_THUMBS = 8  # final outputs kept per entry (the index shows them as thumbnai
 MULTIRUN_FILE = "multirun.yaml"
 _NO_RUN = frozenset({"not run", "error", "planned"})  # collect_jobs' statuses of a job without run.json
 UNREADABLE = "unreadable"
-REPORT_FILE = "report.html"
 GRID_FILE = "grid.html"
 
 Kind = Literal["run", "sweep"]
@@ -144,7 +144,7 @@ def read_run(run_dir: Path) -> Entry:
     """The entry of one run directory, as far as its run.json can be read."""
     reading = read_record(run_dir)
     run = reading.record
-    page = run_dir / REPORT_FILE
+    page = run_dir / REPORT
     if run is None:
         return Entry("run", run_dir, "", UNREADABLE, problem=reading.problem, page=_if_file(page))
     totals = run.totals()

@@ -1,13 +1,16 @@
-"""Shared fixtures: a clean environment for every test (no token or pipeline path leaks in), and a
-cache directory of its own, so no test reads or writes the user's ledger or sandbox store."""
+"""Shared fixtures: a clean environment for every test (no token or pipeline path leaks in), a cache
+directory of its own, so no test reads or writes the user's ledger or sandbox store, and a fast sandbox
+per test module for tests that run kkiai-run against it as if it were the real API."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from kkiai_pipeline import secrets
+from kkiai_pipeline.sandbox import SandboxConfig, serve_in_thread
 
 _OURS = ("KKIAI_", "REPLICATE_", "HYDRA_")
 
@@ -33,3 +36,16 @@ def clean_environ(
             monkeypatch.delenv(name)
     yield
     secrets.forget()  # a token registered by one test's settings must not mask another test's text
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Any]:
+    """The emulator on loopback, fast (tests/sandbox/ has its own fixture of this name)."""
+    with serve_in_thread(SandboxConfig(queue_seconds=0.02, predict_seconds=0.05)) as running:
+        yield running
+
+
+@pytest.fixture
+def api(sandbox: Any) -> list[str]:
+    """Overrides that point kkiai-run at the module's sandbox as if it were the real API."""
+    return [f"api.base_url={sandbox.base_url}"]

@@ -48,3 +48,9 @@ def kkiai_run(
         command.append(f"cache_dir={cwd / '.kkiai-cache'}")  # each test starts with an empty cache
     done = subprocess.run(command, cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout)
     return Result(done.returncode, done.stdout, done.stderr, run_dir)
+
+
+def creates(sandbox: Any) -> int:
+    """Creates the sandbox has answered (counted at the server)."""
+    count: int = sandbox.stats()["requests"]["create"]
+    return count

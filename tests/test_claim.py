@@ -26,7 +26,7 @@ from kkiai_pipeline.claim import LOCK_FILE, claim_dir
 from kkiai_pipeline.errors import ConfigError, RunDirInUse
 from kkiai_pipeline.sandbox import SandboxConfig, serve_in_thread
 
-from .integration import SCRIPTS, TOKEN
+from .integration import SCRIPTS, TOKEN, creates
 from .test_reliability import write
 
 PAIR = """
@@ -191,11 +191,6 @@ def test_resume_runs_once_the_holder_is_gone_even_after_kill_9(tmp_path: Path, f
 def slow_sandbox() -> Iterator[Any]:
     with serve_in_thread(SandboxConfig(queue_seconds=0.05, predict_seconds=1.0)) as running:
         yield running
-
-
-def creates(sandbox: Any) -> int:
-    count: int = sandbox.stats()["requests"]["create"]
-    return count
 
 
 def wait_for_lock(folder: Path, pid: int) -> None:

@@ -10,33 +10,13 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from kkiai_pipeline.sandbox import SandboxConfig, serve_in_thread
-
 from .integration import SCRIPTS, TOKEN, Result, kkiai_run
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Any]:
-    with serve_in_thread(SandboxConfig(queue_seconds=0.02, predict_seconds=0.05)) as running:
-        yield running
-
-
-@pytest.fixture
-def api(sandbox: Any) -> list[str]:
-    """Overrides that point kkiai-run at the test's sandbox as if it were the real API."""
-    return [f"api.base_url={sandbox.base_url}"]
-
-
-def creates(sandbox: Any) -> int:
-    count: int = sandbox.stats()["requests"]["create"]
-    return count
 
 
 def write_pipeline(folder: Path, name: str, body: str) -> Path:

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from kkiai_pipeline.sandbox import SandboxConfig, serve_in_thread
-
 from .integration import kkiai_run
 from .test_reliability import artifacts_intact, write
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Any]:
-    with serve_in_thread(SandboxConfig(queue_seconds=0.02, predict_seconds=0.05)) as running:
-        yield running
 
 
 def test_fan_out_over_params_and_over_outputs(tmp_path: Path, sandbox: Any) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from kkiai_pipeline.sandbox import SandboxConfig, serve_in_thread
-
-from .integration import kkiai_run
+from .integration import creates, kkiai_run
 
 STUDY = """
 name: study
@@ -32,22 +29,6 @@ steps:
     input: {image: "{{ steps.shot.output[0] }}"}
 """
 SDXL_VERSION = "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc"
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Any]:
-    with serve_in_thread(SandboxConfig(queue_seconds=0.02, predict_seconds=0.05)) as running:
-        yield running
-
-
-@pytest.fixture
-def api(sandbox: Any) -> list[str]:
-    return [f"api.base_url={sandbox.base_url}"]
-
-
-def creates(sandbox: Any) -> int:
-    count: int = sandbox.stats()["requests"]["create"]
-    return count
 
 
 def make_install(folder: Path) -> Path:

@@ -53,7 +53,7 @@ from .errors import (
     response_reason,
 )
 from .follower import Follower
-from .prediction import PREDICTION_ID, Prediction, parse_prediction, parse_timestamp
+from .prediction import PREDICTION_ID, Prediction, parse_prediction, parse_timestamp, rfc3339
 from .ratelimit import RateLimits, shared_limits
 from .retries import RetryPolicy, Verdict, exception_verdict, server_delay, status_verdict
 from .transport import HttpClient
@@ -332,7 +332,7 @@ class PredictionsClient:
         """
         wanted = _canonical(input)
         version_hash = version.rpartition(":")[2]
-        params = {"created_after": since.isoformat().replace("+00:00", "Z")}
+        params = {"created_after": rfc3339(since)}
         async with contextlib.aclosing(self._list_pages(params)) as pages:
             async for results in pages:
                 older = False

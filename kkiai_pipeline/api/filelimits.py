@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .ratelimit import Clock, gcra_pause, gcra_reserve
+from .ratelimit import Clock, gcra_params, gcra_pause, gcra_reserve
 
 _FORMAT = "<d"
 _SIZE = struct.calcsize(_FORMAT)
@@ -41,11 +41,8 @@ class FileBucket:
     """
 
     def __init__(self, path: Path, per_minute: float, *, burst: int, clock: Clock = time.time) -> None:
-        if burst < 1:
-            raise ValueError(f"burst must be >= 1, not {burst}")
         self.path = path
-        self._interval = 60.0 / per_minute if per_minute > 0 else 0.0
-        self._tolerance = (burst - 1) * self._interval
+        self._interval, self._tolerance = gcra_params(per_minute, burst)
         self._clock = clock
         self._lock = threading.Lock()
         self._fd: int | None = None

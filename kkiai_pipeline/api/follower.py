@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import KkiaiError
-from .prediction import PREDICTION_ID, Prediction, parse_prediction, parse_timestamp
+from .prediction import PREDICTION_ID, Prediction, parse_prediction, parse_timestamp, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,10 @@ class Follower:
         times = [created for p in wanted.values() if (created := _created(p)) is not None]
         margin = timedelta(seconds=1)  # created_at may be rounded
         # Only the span of the predictions waited for: not the newest, still held by their creates.
-        params = {"created_after": _iso(min(times) - margin), "created_before": _iso(max(times) + margin)}
+        params = {
+            "created_after": rfc3339(min(times) - margin),
+            "created_before": rfc3339(max(times) + margin),
+        }
         seen: dict[str, Prediction] = {}
         pages = 0
         async with contextlib.aclosing(self._pages(params)) as listing:
@@ -184,10 +187,6 @@ class Follower:
 
 def _created(prediction: Prediction) -> datetime | None:
     return parse_timestamp(prediction.created_at) if prediction.created_at else None
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _usable(item: Any, wanted: dict[str, Prediction]) -> Prediction | None:

@@ -102,12 +102,17 @@ def checked_id(value: Any) -> str | None:
     return text
 
 
+def rfc3339(moment: datetime) -> str:
+    """An aware datetime as the API writes times: RFC 3339 with a ``Z`` for UTC."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def _epoch_to_iso(value: Any) -> str | None:
     """An epoch time (the vendor page's ``created``) as RFC 3339, or None if it is no plausible time."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     try:
-        return datetime.fromtimestamp(value, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+        return rfc3339(datetime.fromtimestamp(value, tz=timezone.utc))
     except (OverflowError, OSError, ValueError):
         return None
 

@@ -39,6 +39,15 @@ class Bucket(Protocol):
     def pause(self, seconds: float) -> None: ...
 
 
+def gcra_params(per_minute: float, burst: int) -> tuple[float, float]:
+    """GCRA's ``(interval, tolerance)`` for ``per_minute`` tokens a minute, at most ``burst`` at once;
+    an interval of 0 turns the bucket off (``per_minute <= 0``)."""
+    if burst < 1:
+        raise ValueError(f"burst must be >= 1, not {burst}")
+    interval = 60.0 / per_minute if per_minute > 0 else 0.0
+    return interval, (burst - 1) * interval
+
+
 def gcra_reserve(tat: float, now: float, *, interval: float, tolerance: float) -> tuple[float, float]:
     """One reservation of GCRA: ``(new tat, seconds to wait)`` from the theoretical arrival time ``tat``."""
     tat = max(tat, now)
@@ -59,12 +68,9 @@ class TokenBucket:
     """
 
     def __init__(self, per_minute: float, *, burst: int, clock: Clock = time.monotonic) -> None:
-        if burst < 1:
-            raise ValueError(f"burst must be >= 1, not {burst}")
+        self._interval, self._tolerance = gcra_params(per_minute, burst)
         self.per_minute = per_minute
         self.burst = burst
-        self._interval = 60.0 / per_minute if per_minute > 0 else 0.0
-        self._tolerance = (burst - 1) * self._interval
         self._clock = clock
         self._lock = threading.Lock()
         self._tat = float("-inf")

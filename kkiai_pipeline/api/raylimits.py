@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from ..inflight import Buying
-from .ratelimit import gcra_pause, gcra_reserve
+from .ratelimit import gcra_params, gcra_pause, gcra_reserve
 
 ACTOR_NAME = "kkiai-pipeline-account-v1"  # -vN: a new protocol, a new actor
 NAMESPACE = "kkiai-pipeline"
@@ -97,8 +97,7 @@ class RayBucket:
         self, key: str, per_minute: float, *, burst: int, timeout: float = CALL_TIMEOUT_SECONDS
     ) -> None:
         self.key = key
-        self._interval = 60.0 / per_minute if per_minute > 0 else 0.0
-        self._tolerance = (burst - 1) * self._interval
+        self._interval, self._tolerance = gcra_params(per_minute, burst)
         self._timeout = timeout
         self._actor: Any = None
 

@@ -11,6 +11,7 @@ from ..pricing import format_cost
 from ..rundir import StepRecord
 from ..runs_compare import Comparison, Difference, Side
 from .html import badge, esc, kind_of, kv_table, media, output_file, page, relative_url, write_text_atomic
+from .run_report import REPORT
 
 COMPARE = "compare.html"
 
@@ -63,7 +64,7 @@ def render_compare(base: Path, comparison: Comparison) -> str:
 
 def _side(base: Path, side: Side) -> str:
     run, totals = side.run, side.run.totals()
-    report = side.path / "report.html"
+    report = side.path / REPORT
     name = esc(side.path)
     if report.is_file():
         name = f'<a href="{esc(relative_url(report, base))}">{name}</a>'

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..api.prediction import MAX_LOG_CHARS
 from ..pricing import format_cost
 from ..rundir import PAID, RunRecord, StepRecord
 from .html import badge, esc, kind_of, media, output_file, relative_url, short_value
 
 MAX_ITEMS_SHOWN = 200  # rows of a foreach step's table; the rest are in run.json
-MAX_LOG_CHARS = 100_000  # what prediction_logs keeps; a file grown larger since is cut here
 _CELL_CHARS = 300
 
 

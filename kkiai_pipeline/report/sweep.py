@@ -77,7 +77,7 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
 
 def task_order(sweep_dir: Path) -> list[str]:
     """The keys of ``hydra.overrides.task`` in ``multirun.yaml``, as written (empty if unreadable)."""
-    task = _nested(_load_yaml(sweep_dir / "multirun.yaml"), "hydra", "overrides", "task")
+    task = _nested(load_yaml(sweep_dir / "multirun.yaml"), "hydra", "overrides", "task")
     if not isinstance(task, list):
         return []
     return [_key(item.split("=", 1)[0]) for item in task if isinstance(item, str) and "=" in item]
@@ -143,7 +143,7 @@ def _common(jobs: Sequence[Job], varying: set[str]) -> dict[str, str]:
 
 
 def _job_overrides(job_dir: Path) -> dict[str, str]:
-    raw = _load_yaml(job_dir / ".hydra" / "overrides.yaml")
+    raw = load_yaml(job_dir / ".hydra" / "overrides.yaml")
     return parse_overrides(raw) if isinstance(raw, list) else {}
 
 
@@ -166,7 +166,8 @@ def _unescape(value: str) -> str:
     return re.sub(r"\\(.)", r"\1", value)
 
 
-def _load_yaml(path: Path) -> Any:
+def load_yaml(path: Path) -> Any:
+    """The YAML file's data; None when it is missing or unreadable."""
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):

@@ -3,14 +3,10 @@ Cog server (coglet), run by the real kkiai-run command."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from PIL import Image
-
-from kkiai_pipeline.sandbox import SandboxConfig, serve_in_thread
 
 from ..integration import kkiai_run
 from ..test_reliability import artifacts_intact, write
@@ -26,12 +22,6 @@ steps:
     backend: cog
     input: {image: "{{ steps.shot.output[0] }}"}
 """
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Any]:
-    with serve_in_thread(SandboxConfig(queue_seconds=0.02, predict_seconds=0.05)) as running:
-        yield running
 
 
 def test_a_pipeline_mixing_the_api_and_a_cog_server(tmp_path: Path, sandbox: Any, cog: Any) -> None:

@@ -8,14 +8,12 @@ subject fails); report.html of a good and of a failed job, and grid.html, are th
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kkiai_pipeline.report import write_run_report, write_sweep_grid
-from kkiai_pipeline.sandbox import SandboxConfig, serve_in_thread
 
 from ..integration import kkiai_run
 from .browser import PageCheck, check_page, require_chromium
@@ -46,12 +44,6 @@ steps:
 @pytest.fixture(autouse=True)
 def chromium() -> None:
     require_chromium()
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Any]:
-    with serve_in_thread(SandboxConfig(queue_seconds=0.02, predict_seconds=0.05)) as running:
-        yield running
 
 
 def look(page_file: Path, tmp_path: Path, name: str) -> PageCheck:
